@@ -1,0 +1,83 @@
+"""Training throughput: this project's loop against a plain fp32 PyTorch + diffusers loop on the same U-Net, side by side in one run.
+
+    python benchmarks/train_throughput.py [--preset demo] [--steps 30] [--rounds 2] [--compile]
+
+Each variant trains the same preset on the same built-in slices; rounds alternate the variants so that drift in machine load hits them alike.
+Images/s come from wall-clock time over the timed steps (after warm-up steps); peak memory is the process's peak RSS growth while the variant ran
+(CPU) or torch.cuda.max_memory_allocated (GPU). Prints a table and the ratios against the plain loop.
+"""
+import argparse, json, resource, sys, tempfile, time, os
+from pathlib import Path
+import torch
+import torch.nn.functional as F
+from mri_diffusion_nb.data import mni152_slices
+from mri_diffusion_nb.unet import build_unet, get_preset
+from mri_diffusion_nb.schedule import NoiseSchedule
+from mri_diffusion_nb.training import train, train_config, read_metrics
+
+def rss_mb(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024
+
+def plain_loop(preset, data, steps, warm, batch):
+    "The baseline a newcomer writes: fp32, default memory format, torch.optim.AdamW defaults, one forward per step."
+    torch.manual_seed(0)
+    model = build_unet(preset, n_classes=data.n_classes).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    sched = NoiseSchedule()
+    abar = sched.abar
+    x_all, y_all = data.images, data.labels
+    g = torch.Generator().manual_seed(0)
+    def step():
+        idx = torch.randint(0, len(x_all), (batch,), generator=g)
+        x0, y = x_all[idx], y_all[idx]
+        t = torch.randint(0, 1000, (batch,), generator=g)
+        eps = torch.randn(x0.shape, generator=g)
+        a = abar[t].view(-1, 1, 1, 1)
+        xt = a.sqrt()*x0 + (1 - a).sqrt()*eps
+        loss = F.mse_loss(model(xt, t, class_labels=y).sample, eps)
+        opt.zero_grad(); loss.backward(); opt.step()
+    for _ in range(warm): step()
+    t0 = time.perf_counter()
+    for _ in range(steps): step()
+    return steps*batch/(time.perf_counter() - t0)
+
+def our_loop(preset, data, steps, warm, batch, **over):
+    "This project's `train` (Accelerate, label dropout, EMA, grad clipping, bf16 autocast, channels_last, foreach AdamW, logging)."
+    with tempfile.TemporaryDirectory() as d:
+        cfg = train_config(preset, out=f'{d}/run', steps=warm + steps, batch_size=batch, log_every=1, ckpt_every=10**9,
+                           sample_every=0, warmup=0, augment=False, **over)
+        train(cfg, data=data, progress=False)
+        recs = read_metrics(f'{d}/run')[warm:]
+        # img/s per logged step: time between consecutive log records
+        t = [r['time'] for r in read_metrics(f'{d}/run')]
+        return steps*batch/(t[-1] - t[warm - 1])
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--preset', default='demo'); ap.add_argument('--steps', type=int, default=30); ap.add_argument('--warm', type=int, default=5)
+    ap.add_argument('--rounds', type=int, default=2); ap.add_argument('--batch', type=int, default=None); ap.add_argument('--compile', action='store_true')
+    a = ap.parse_args()
+    p = get_preset(a.preset); batch = a.batch or p.batch_size
+    data = mni152_slices(res=p.res).train
+    variants = {
+        'plain fp32 loop': lambda: plain_loop(a.preset, data, a.steps, a.warm, batch),
+        'ours, fp32': lambda: our_loop(a.preset, data, a.steps, a.warm, batch, mixed_precision='no', channels_last=False),
+        'ours, fp32 + channels_last': lambda: our_loop(a.preset, data, a.steps, a.warm, batch, mixed_precision='no', channels_last=True),
+        'ours, bf16 autocast + channels_last': lambda: our_loop(a.preset, data, a.steps, a.warm, batch, mixed_precision='bf16', channels_last=True),
+    }
+    if a.compile: variants['ours, bf16 + channels_last + compile'] = lambda: our_loop(a.preset, data, a.steps, a.warm, batch, mixed_precision='bf16', channels_last=True, compile=True)
+    res = {k: [] for k in variants}; mem = {k: 0. for k in variants}
+    for r in range(a.rounds):
+        for k, f in variants.items():
+            if torch.cuda.is_available(): torch.cuda.reset_peak_memory_stats()
+            m0 = rss_mb()
+            res[k].append(f())
+            mem[k] = max(mem[k], torch.cuda.max_memory_allocated()/2**20 if torch.cuda.is_available() else rss_mb() - m0)
+            print(f"round {r + 1} {k}: {res[k][-1]:.1f} img/s", file=sys.stderr)
+    dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    print(f"\ntraining throughput, preset {a.preset} ({p.res} px), batch {batch}, {a.steps} timed steps x {a.rounds} rounds, {dev}, torch {torch.__version__}")
+    base = max(res['plain fp32 loop'])
+    print(f"{'variant':<40} {'img/s (best)':>12} {'vs plain':>9} {'peak mem growth MB':>19}")
+    for k, v in res.items(): print(f"{k:<40} {max(v):>12.1f} {max(v)/base:>8.2f}x {mem[k]:>19.0f}")
+    print("(peak memory on CPU is ru_maxrss growth while the variant ran; a variant that runs after a hungrier one can show 0)")
+
+if __name__ == '__main__': main()
