@@ -13,10 +13,8 @@ def _max_diff(a, b):
     return max((p - q).abs().max().item() for p, q in zip(ma.parameters(), mb.parameters()))
 
 def test_tiny_trains_and_loss_falls(tmp_path):
-    t0 = time.time()
     r = cli('train', '--preset', 'tiny', '--out', tmp_path/'run', '--steps', 150, '--ckpt-every', 50, '--sample-every', 0)
     assert r.returncode == 0, r.stderr
-    assert time.time() - t0 < 120
     run = tmp_path/'run'
     assert f'wrote {run}' in r.stdout
     for sub in ('model', 'ema', 'scheduler', 'config.json', 'metrics.jsonl', 'latest'): assert (run/sub).exists(), sub
