@@ -114,13 +114,14 @@ def lab(tmp_path_factory):
     "JupyterLab on 127.0.0.1 with a random token, serving a temporary folder; stopped with its kernels at the end."
     tmp = tmp_path_factory.mktemp('lab')
     root, runtime, cfg = tmp/'root', tmp/'runtime', tmp/'config'
-    for d in (root, runtime, cfg): d.mkdir()
+    for d in (root, runtime, cfg, tmp/'tmp'): d.mkdir()
     _write_settings(tmp/'settings')
     token, port = secrets.token_hex(24), _free_port()
     base = f'http://127.0.0.1:{port}'
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONWARNINGS='ignore', JUPYTER_CONFIG_DIR=str(cfg),
                JUPYTER_RUNTIME_DIR=str(runtime), JUPYTERLAB_SETTINGS_DIR=str(tmp/'settings'),
-               JUPYTERLAB_WORKSPACES_DIR=str(tmp/'workspaces'), IPYTHONDIR=str(tmp/'ipython'), MPLBACKEND='agg')
+               JUPYTERLAB_WORKSPACES_DIR=str(tmp/'workspaces'), IPYTHONDIR=str(tmp/'ipython'), MPLBACKEND='agg',
+               TMPDIR=str(tmp/'tmp'))  # the kernels' temporary files (the tiny model the chapter may train) stay in pytest's tmp
     cmd = [sys.executable, '-m', 'jupyter', 'lab', '--no-browser', '--ServerApp.ip=127.0.0.1', f'--ServerApp.port={port}',
            '--ServerApp.port_retries=0', f'--IdentityProvider.token={token}', f'--ServerApp.root_dir={root}',
            f'--LabApp.user_settings_dir={tmp/"settings"}', f'--LabApp.workspaces_dir={tmp/"workspaces"}',
@@ -177,18 +178,19 @@ _STATE_JS = """() => {
   if (!p || !p.content || !p.sessionContext) return {ready: false};
   const k = p.sessionContext.session && p.sessionContext.session.kernel;
   const cells = p.content.model ? Array.from(p.content.model.cells) : [];
-  let error = null, running = 0;
+  let error = null;
   cells.forEach((c, i) => {
     if (c.type !== 'code') return;
     for (const o of c.outputs.toJSON()) if (o.output_type === 'error') error = `cell ${i}: ${o.ename}: ${o.evalue}\\n` + (o.traceback || []).join('\\n').replace(/\\x1b\\[[0-9;]*m/g, '');
   });
   const started = cells.some(c => c.type === 'code' && (c.executionCount || c.executionState === 'running'));
-  return {ready: true, kernel: k ? k.status : null, ncells: cells.length, error, started};
+  return {ready: true, id: p.id, kernel: k ? k.status : null, ncells: cells.length, error, started};
 }"""
 
 def _open_and_run(page, lab, name):
     "Open the notebook, get past a kernel dialog if one shows, wait for the kernel, run all cells."
-    page.goto(f'{lab["base"]}/lab/tree/{name}?token={lab["token"]}', wait_until='domcontentloaded')
+    # ?reset: start from an empty workspace, so a notebook opened by an earlier test is not restored beside this one
+    page.goto(f'{lab["base"]}/lab/tree/{name}?reset&token={lab["token"]}', wait_until='domcontentloaded')
     page.wait_for_selector('.jp-NotebookPanel .jp-Cell', timeout=90_000)
     t0 = time.time()
     while True:
@@ -204,13 +206,13 @@ def _open_and_run(page, lab, name):
         t1 = time.time()
         while time.time() - t1 < 20:
             st = page.evaluate(_STATE_JS)
-            if st.get('started') or st.get('kernel') == 'busy': return st['ncells']
+            if st.get('started') or st.get('kernel') == 'busy': return st['id'], st['ncells']
             time.sleep(0.5)
     pytest.fail(f'Run All did not start any cell: {st}')
 
-def _wait_widget(page, lab, ncells, image_sel):
-    "Wait until the last cell's output shows the widget with a loaded image; fail fast on a Python error."
-    last = page.locator('.jp-Notebook .jp-CodeCell').nth(ncells - 1)
+def _wait_widget(page, panel_id, ncells, image_sel):
+    "Wait until the last cell's output (in the notebook panel `panel_id`) shows the widget with a loaded image; fail fast on a Python error."
+    last = page.locator(f'[id="{panel_id}"] .jp-Notebook .jp-CodeCell').nth(ncells - 1)
     img = last.locator(f'.jp-OutputArea-output {image_sel}').first
     t0 = time.time()
     while not (img.count() and img.is_visible() and img.evaluate('e => e.complete && e.naturalWidth > 0')):
@@ -234,7 +236,7 @@ def _move(page, handle, readout, key):
         if readout.inner_text().strip() != before: return before, readout.inner_text().strip()
         time.sleep(0.1)
     box, track = handle.bounding_box(), handle.locator('xpath=ancestor::*[contains(@class,"noUi-base")]').bounding_box()
-    x = track['x'] + 1 if key == 'Home' else track['x'] + track['width'] - 1
+    x = track['x'] + 1 if key in ('Home', 'PageDown', 'ArrowLeft', 'ArrowDown') else track['x'] + track['width'] - 1
     page.mouse.move(box['x'] + box['width']/2, box['y'] + box['height']/2); page.mouse.down()
     page.mouse.move(x, box['y'] + box['height']/2, steps=10); page.mouse.up()
     return before, readout.inner_text().strip()
@@ -266,9 +268,9 @@ def _slider_changes_image(browser, lab, shots, chapter, marker, label, key, imag
     page = ctx.new_page()
     try:
         t0 = time.time()
-        ncells = _open_and_run(page, lab, chapter)
+        panel_id, ncells = _open_and_run(page, lab, chapter)
         assert ncells == len(kept)
-        widget, img = _wait_widget(page, lab, ncells, image_sel)
+        widget, img = _wait_widget(page, panel_id, ncells, image_sel)
         widget.scroll_into_view_if_needed()
         _, handle, readout = _slider(widget, page, label)
         time.sleep(1.0)  # let the first render settle
@@ -315,6 +317,6 @@ def test_schedule_timestep_slider(browser, lab, shots):
                           'schedule_t', min_frac=0.2, expect='t = 0:')
 
 def test_sampling_guidance_slider(browser, lab, shots):
-    "Chapter 04: moving the guidance slider to 0 (unconditional) resamples the grid."
-    _slider_changes_image(browser, lab, shots, '04_sampling.ipynb', 'sampling_widget(dm)', 'guidance', 'Home', 'img.widget-image',
-                          'sampling_guidance', min_frac=0.02, expect='w = 0,')
+    "Chapter 04: PageDown moves the guidance slider from 7 to 4.5, a setting the kernel has not sampled yet: the grid is resampled."
+    _slider_changes_image(browser, lab, shots, '04_sampling.ipynb', 'sampling_widget(dm)', 'guidance', 'PageDown', 'img.widget-image',
+                          'sampling_guidance', min_frac=0.02, expect='w = 4.5,')
