@@ -67,6 +67,8 @@ It exists so that sampling, the widgets and the metrics chapter show real brains
 {cfg.mixed_precision} autocast, ε-prediction on a {cfg.schedule} β schedule with T = {cfg.n_timesteps}, loss weighting {cfg.loss_weighting}, EMA decay ≤ {cfg.ema_decay}).
 Hardware: {a.hardware or platform.processor() or platform.machine()} ({os.cpu_count()} cores); about {train_s/3600:.1f} h of logged training time. Weights: {size_mb:.1f} MB safetensors.
 
+**Status.** {'An intermediate checkpoint: ' + f'{step:,} of the {cfg.steps:,} planned steps; training continues (`mri-diffusion train --resume`) and the model will be replaced with its card.' if step < cfg.steps else 'The full planned run.'}
+
 **Evaluation** (chapter 05, `tools/ship_demo.py`, measured when this card was written): {a.n_per_class} samples per class per guidance scale, {a.sampler}-{a.steps} under bf16 autocast, seed 0.
 Class adherence = accuracy of a small CNN classifier trained on the real training slices (held-out real accuracy {clf.info.get('val_accuracy', float('nan')):.1%}, trained in {clf_s:.0f} s)
 on generated slices against the class asked for. Diversity = mean pairwise MS-SSIM within a class (real training slices: {sum(v['real'] for v in div7.values())/m.n_classes:.3f}).
@@ -76,9 +78,10 @@ Memorization = share of samples whose nearest training slice is closer (Pearson 
 |---|---|---|---|---|
 {rows}
 
-At the reference guidance w = 7: adherence {ca7['accuracy']:.1%}, lowest class {min(v['accuracy'] for v in ca7['per_class'].values()):.1%};
-{mem7['closer_share']:.0%} of samples are closer to a training slice than the held-out threshold (median nearest-training r = {mem7.get('median_train_corr', float('nan')):.3f}).
-One template is one brain: close copies of training slices are expected, and the audit finds them. FID/KID in `evaluation/` use the stand-in feature network (no Inception weights here) and are not comparable to published FID.
+At the reference guidance w = 7: adherence {ca7['accuracy']:.1%}, lowest class {min(v['accuracy'] for v in ca7['per_class'].values()):.1%} ({min(ca7['per_class'], key=lambda k: ca7['per_class'][k]['accuracy'])}).
+Memorization: {mem7['closer_share']:.0%} of samples are closer to a training slice than the held-out threshold (r > {mem7['threshold']:.4f}: held-out slices are neighbours of training slices in the same brain,
+median r = {mem7['median_held_out_train_corr']:.4f}); the samples' median nearest-training r is {mem7['median_train_corr']:.3f}.{' So far the samples are not copies of training slices; with one template as the whole training set, expect copies as training goes on, and the audit is what will show them.' if mem7['closer_share'] < 0.5 else ' One template is one brain: close copies of training slices are expected, and the audit finds them.'}
+FID/KID in `evaluation/` use the stand-in feature network (no Inception weights here) and are not comparable to published FID.
 
 Sampling time on this machine at w = 7, {a.n_per_class*m.n_classes} images: {times.get(7.0, float('nan')):.0f} s.
 """
