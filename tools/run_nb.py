@@ -1,0 +1,46 @@
+"""Execute a chapter in place as nbdev_test does (skipping cells flagged with tst_flags and `eval: false`), keeping its outputs for the docs.
+
+    OMP_NUM_THREADS=1 python tools/run_nb.py nbs/04_sampling.ipynb && nbdev_clean --fname nbs/04_sampling.ipynb
+"""
+import json, os, sys, time
+from pathlib import Path
+from execnb.shell import CaptureShell
+from fastcore.xtras import working_directory
+from nbdev.config import get_config
+from nbdev.processors import NBProcessor
+from nbdev.frontmatter import FrontmatterProc
+
+def run(fn):
+    fn = Path(fn).resolve()
+    os.environ['IN_TEST'] = '1'
+    flags = set(get_config().tst_flags.split())
+    nb = NBProcessor(fn, procs=FrontmatterProc, process=True).nb
+    def _no_eval(cell):
+        if cell.cell_type != 'code': return True
+        if 'nbdev_export' + '(' in cell.source: return True
+        d = getattr(cell, 'directives_', {}) or {}
+        if d.get('eval:', [''])[0].lower() == 'false': return True
+        return flags & d.keys()
+    k = CaptureShell(fn)
+    k.run_cell("from matplotlib_inline.backend_inline import set_matplotlib_formats; set_matplotlib_formats('png')")
+    t0 = time.time()
+    with working_directory(fn.parent):
+        try: k.run_all(nb, exc_stop=True, preproc=_no_eval)
+        except Exception:
+            sys.stderr.write(k.prettytb(fname=fn) + '\n'); sys.exit(1)
+    raw = json.loads(fn.read_text())
+    outs = {c.source: (c.get('outputs', []), c.get('execution_count')) for c in nb.cells if c.cell_type == 'code'}
+    for c in raw['cells']:
+        if c['cell_type'] != 'code': continue
+        src = ''.join(c['source'])
+        o, n = outs.get(src, ([], None))
+        c['outputs'] = [dict(x) for x in o] if not _no_eval_raw(src, flags) else []
+        c['execution_count'] = n
+    fn.write_text(json.dumps(raw, indent=1, ensure_ascii=False) + '\n')
+    print(f"{fn.name}: ran in {time.time() - t0:.0f}s", file=sys.stderr)
+
+def _no_eval_raw(src, flags):
+    heads = [l[3:].strip() for l in src.splitlines() if l.startswith('#| ')]
+    return any(h.split()[0] in flags for h in heads if h) or any(h.replace(' ', '') == 'eval:false' for h in heads)
+
+if __name__ == '__main__': run(sys.argv[1])
