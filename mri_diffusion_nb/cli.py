@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, os, sys, time
 import torch
 from pathlib import Path
-from .data import DataError, SliceData, atomic_path, show_grid, folder_slices, load_volume, mni152_slices, save_cache, load_cache, volume_to_slices, level_labels, level_names
+from .data import DataError, SliceData, atomic_path, show_grid, folder_slices, mni152_slices, save_cache, load_cache, volume_slices
 from .training import ConfigError, TrainingError, TrainConfig, TRAIN_PRESETS, latest_checkpoint, train, train_config
 from .sampling import SAMPLERS, DiffusionModel, generate, load_model, sample
 from .metrics import WeightsError, evaluate, evaluate_groups, load_classifier, load_fake_dir, train_classifier, write_report
@@ -47,12 +47,7 @@ def make_data(source:str='mni152', # 'mni152', a NIfTI file, or a folder of volu
     if p.is_dir(): return folder_slices(p, labels, res=res, n_classes=n_classes, val_frac=val_frac, seed=seed, axis=axis,
                                        on_error=on_error, progress=progress)
     if labels: raise UsageError('--labels needs a folder of subjects, not a single file')
-    x, idx, level = volume_to_slices(load_volume(p), res, axis)
-    split = ['val' if i % val_every == val_every//2 else 'train' for i in range(len(x))]
-    subj = p.name.split('.nii')[0]
-    settings = dict(source=str(p), res=res, axis=axis, n_classes=n_classes, label='level', val_every=val_every)
-    return SliceData(x, torch.from_numpy(level_labels(level, n_classes)), [subj]*len(x), level_names(n_classes, axis), split, settings,
-                     torch.from_numpy(idx.astype('int64')), torch.from_numpy(level.astype('float32')))
+    return volume_slices(p, res=res, n_classes=n_classes, val_every=val_every, axis=axis)
 
 def summary_table(data:SliceData)->str:
     "Slices per class and split, as aligned text."

@@ -19,9 +19,9 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['AXES', 'DataError', 'atomic_path', 'Volume', 'load_volume', 'mni152_path', 'normalise_intensity', 'square_resize',
-           'volume_to_slices', 'level_labels', 'level_names', 'SliceData', 'mni152_slices', 'show_grid', 'subject_of',
-           'read_labels_csv', 'split_subjects', 'find_volumes', 'folder_slices', 'save_cache', 'load_cache', 'augment',
-           'to_png', 'slice_browser']
+           'volume_to_slices', 'level_labels', 'level_names', 'SliceData', 'mni152_slices', 'volume_slices',
+           'show_grid', 'subject_of', 'read_labels_csv', 'split_subjects', 'find_volumes', 'folder_slices',
+           'save_cache', 'load_cache', 'augment', 'to_png', 'slice_browser']
 
 # %% ../nbs/00_data.ipynb #fd0ae983
 class DataError(ValueError):
@@ -213,13 +213,22 @@ def mni152_slices(res:int=64, # image size
                   pct:tuple=(0.5, 99.5), # normalisation percentiles
                  )->SliceData:
     "The built-in dataset: the MNI152 2009 T1 template from `nilearn`, sliced, labelled by level, every k-th slice held out."
+    return volume_slices(mni152_path(), 'mni152', res, n_classes, val_every, axis, min_brain, pct,
+                         settings=dict(source='mni152', file=mni152_path().name))
+
+def volume_slices(path, # one NIfTI volume
+                  subject:str|None=None, # subject id (default: the file name without .nii/.nii.gz)
+                  res:int=64, n_classes:int=4, val_every:int=5, axis:str='axial', min_brain:float=0.15, pct:tuple=(0.5, 99.5),
+                  settings:dict|None=None, # settings to record (default: the source path)
+                 )->SliceData:
+    "Slices of a single volume, labelled by level, every k-th slice held out (one volume has no subjects to split by)."
     if val_every < 2: raise ValueError(f"val_every must be at least 2, got {val_every}")
-    x, idx, level = volume_to_slices(load_volume(mni152_path()), res, axis, min_brain, pct)
-    labels = level_labels(level, n_classes)
+    subject = subject or Path(path).name.split('.nii')[0]
+    x, idx, level = volume_to_slices(load_volume(path), res, axis, min_brain, pct)
     split = ['val' if i % val_every == val_every//2 else 'train' for i in range(len(x))]
-    settings = dict(source='mni152', file=mni152_path().name, res=res, axis=axis, n_classes=n_classes, label='level',
-                    val_every=val_every, min_brain=min_brain, pct=list(pct))
-    return SliceData(x, torch.from_numpy(labels), ['mni152']*len(x), level_names(n_classes, axis), split, settings,
+    settings = {**(settings or dict(source=str(path))), **dict(res=res, axis=axis, n_classes=n_classes, label='level',
+                                                           val_every=val_every, min_brain=min_brain, pct=list(pct))}
+    return SliceData(x, torch.from_numpy(level_labels(level, n_classes)), [subject]*len(x), level_names(n_classes, axis), split, settings,
                      torch.from_numpy(idx.astype(np.int64)), torch.from_numpy(level.astype(np.float32)))
 
 # %% ../nbs/00_data.ipynb #936dabc8

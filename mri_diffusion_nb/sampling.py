@@ -13,7 +13,7 @@ from diffusers import UNet2DModel, DDPMScheduler, DDIMScheduler, DPMSolverMultis
 from tqdm.auto import tqdm
 from .data import DataError, atomic_path, show_grid, to_png
 from .unet import null_class
-from .schedule import NoiseSchedule
+from .schedule import DIFFUSERS_BETA_SCHEDULE, NoiseSchedule
 
 # %% auto #0
 __all__ = ['SAMPLERS', 'DEFAULT_STEPS', 'MANIFEST_FIELDS', 'DiffusionModel', 'find_weights', 'load_model', 'guide',
@@ -73,7 +73,7 @@ def load_model(path='demo', # 'demo', a run directory, a checkpoint, or a diffus
     cfg = json.loads(Path(cfg_path).read_text()) if cfg_path else {}
     if sched_dir is not None:
         sc = DDPMScheduler.from_pretrained(sched_dir).config
-        kind = {v: k for k, v in {'linear': 'linear', 'cosine': 'squaredcos_cap_v2', 'scaled_linear': 'scaled_linear'}.items()}[sc.beta_schedule]
+        kind = {v: k for k, v in DIFFUSERS_BETA_SCHEDULE.items()}[sc.beta_schedule]
         schedule = NoiseSchedule(kind=kind, n_steps=sc.num_train_timesteps, beta_start=sc.beta_start, beta_end=sc.beta_end, prediction=sc.prediction_type)
     else: schedule = NoiseSchedule(kind=cfg.get('schedule', 'linear'), n_steps=cfg.get('n_timesteps', 1000), prediction=cfg.get('prediction', 'epsilon'))
     n = unet.config.num_class_embeds - 1
