@@ -1,4 +1,4 @@
-"""Sampling throughput: DDPM-1000, DDIM-50 and DPM-Solver++-20, batched against unbatched guidance, and the U-Net's forward-pass bound, side by side in one run.
+"""Sampling throughput: DDPM-1000, DDIM-50, DPM-Solver++-20 (ODE and SDE), batched against unbatched guidance, and the U-Net's forward-pass bound, side by side in one run.
 
     python benchmarks/sample_throughput.py [--model demo|RUN_DIR] [--n 16] [--ddpm-steps 1000]
 
@@ -28,20 +28,20 @@ def main():
         m.unet(x, 500, class_labels=y)
         fwd = timed(lambda: m.unet(x, 500, class_labels=y), reps=3)          # one guided step for n images
     rows = []
-    for sampler, steps in (('ddpm', a.ddpm_steps), ('ddim', 50), ('dpm', 20)):
+    for sampler, steps in (('ddpm', a.ddpm_steps), ('ddim', 50), ('dpm', 20), ('dpm-sde', 20)):
         s = timed(lambda: sample(m, classes=classes, guidance=7.0, sampler=sampler, steps=steps, batch_size=n), reps=1 if sampler == 'ddpm' else a.reps)
         rows.append((f"{sampler}-{steps}", steps, n/s, n/(fwd*steps)))
         print(f"{sampler}-{steps}: {n/s:.2f} img/s", file=sys.stderr)
-    s_a = timed(lambda: sample(m, classes=classes, guidance=7.0, sampler='dpm', steps=20, batch_size=n, autocast=True), reps=a.reps)
-    rows.append(("dpm-20 bf16", 20, n/s_a, n/(fwd*20)))
+    s_a = timed(lambda: sample(m, classes=classes, guidance=7.0, sampler='dpm-sde', steps=20, batch_size=n, autocast=True), reps=a.reps)
+    rows.append(("dpm-sde-20 bf16", 20, n/s_a, n/(fwd*20)))
     s_b = timed(lambda: sample(m, classes=classes, guidance=7.0, sampler='ddim', steps=50, batch_size=n), reps=a.reps)
     s_u = timed(lambda: sample(m, classes=classes, guidance=7.0, sampler='ddim', steps=50, batch_size=n, batched_guidance=False), reps=a.reps)
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     print(f"\nsampling throughput, model {a.model} ({m.res} px, hash {m.hash}), {n} images per batch, guidance 7.0, {dev}, torch {torch.__version__}")
-    print(f"{'sampler':<12} {'NFE/img':>8} {'img/s':>9} {'bound img/s':>12} {'of bound':>9}")
-    for name, steps, ips, bound in rows: print(f"{name:<12} {2*steps:>8} {ips:>9.2f} {bound:>12.2f} {ips/bound:>8.0%}")
+    print(f"{'sampler':<16} {'NFE/img':>8} {'img/s':>9} {'bound img/s':>12} {'of bound':>9}")
+    for name, steps, ips, bound in rows: print(f"{name:<16} {2*steps:>8} {ips:>9.2f} {bound:>12.2f} {ips/bound:>8.0%}")
     print(f"\nguidance, DDIM-50: batched (one forward of 2n) {n/s_b:.2f} img/s, unbatched (two forwards of n) {n/s_u:.2f} img/s, ratio {s_u/s_b:.2f}x")
     print("(the bound is for fp32 forward passes; bf16 autocast can beat it)")
-    print(f"DPM-Solver++-20 vs DDPM-{a.ddpm_steps}: {rows[2][2]/rows[0][2]:.1f}x the images/s at {a.ddpm_steps/20:.0f}x fewer network evaluations")
+    print(f"DPM-Solver++-20 vs DDPM-{a.ddpm_steps}: {rows[2][2]/rows[0][2]:.1f}x (ODE), {rows[3][2]/rows[0][2]:.1f}x (SDE) the images/s at {a.ddpm_steps/20:.0f}x fewer network evaluations")
 
 if __name__ == '__main__': main()

@@ -20,7 +20,7 @@ def test_guidance_identities():
     u, c = torch.randn(2, 4, 1, 8, 8).unbind(0)
     assert torch.equal(guide(u, c, 0.), u) and torch.allclose(guide(u, c, 1.), c, atol=1e-6)
 
-@pytest.mark.parametrize('sampler,steps', [('ddpm', 20), ('ddim', 10), ('dpm', 8)])
+@pytest.mark.parametrize('sampler,steps', [('ddpm', 20), ('ddim', 10), ('dpm', 8), ('dpm-sde', 8)])
 def test_same_seed_same_images(run, sampler, steps):
     m = load_model(run)
     a = sample(m, classes=[0, 1, 2], guidance=7.0, sampler=sampler, steps=steps, seed=3)
@@ -28,6 +28,23 @@ def test_same_seed_same_images(run, sampler, steps):
     c = sample(m, classes=[0, 1, 2], guidance=7.0, sampler=sampler, steps=steps, seed=4)
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert a.shape == (3, 1, 32, 32) and a.min() >= -1 and a.max() <= 1
+
+def test_ddim_steps_with_the_clipped_prediction(run, monkeypatch):
+    "DDIM's next step must use the ε implied by the clipped x_0 (diffusers' default keeps the raw ε: at w = 7 that lost the class in 75 % of samples)."
+    from diffusers import DDIMScheduler
+    seen, step = [], DDIMScheduler.step
+    def spy(self, *a, **k): seen.append(k.get('use_clipped_model_output')); return step(self, *a, **k)
+    monkeypatch.setattr(DDIMScheduler, 'step', spy)
+    m = load_model(run)
+    sample(m, classes=[0], sampler='ddim', steps=3); sample(m, classes=[0], sampler='ddim', steps=3, clip=False)
+    assert seen == [True]*3 + [False]*3
+
+def test_dpm_sde_is_stochastic_dpm_solver(run):
+    from mri_diffusion_nb.sampling import make_scheduler
+    m = load_model(run)
+    assert make_scheduler(m.schedule, 'dpm-sde').config.algorithm_type == 'sde-dpmsolver++'
+    assert make_scheduler(m.schedule, 'dpm').config.algorithm_type == 'dpmsolver++'
+    assert not torch.equal(sample(m, classes=[0, 1], sampler='dpm-sde', steps=8), sample(m, classes=[0, 1], sampler='dpm', steps=8))
 
 def test_three_formats_read_back_equal(run, tmp_path):
     import nibabel as nib, pydicom
