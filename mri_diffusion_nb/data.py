@@ -250,7 +250,7 @@ def show_grid(images:torch.Tensor, # (N, 1, H, W) in [-1, 1]
         ax.imshow(images[i, 0].numpy(), cmap='gray', vmin=-1, vmax=1)
         if titles is not None: ax.set_title(str(titles[i]), fontsize=7)
     if suptitle: fig.suptitle(suptitle, fontsize=9)
-    plt.tight_layout(pad=0.2)
+    plt.tight_layout(pad=0.2, rect=(0, 0, 1, 1 - 0.3/fig.get_figheight()) if suptitle else None)
     return fig
 
 # %% ../nbs/00_data.ipynb #8cc39d50
