@@ -317,6 +317,7 @@ def test_schedule_timestep_slider(browser, lab, shots):
                           'schedule_t', min_frac=0.2, expect='t = 0:')
 
 def test_sampling_guidance_slider(browser, lab, shots):
-    "Chapter 04: PageDown moves the guidance slider from 7 to 4.5, a setting the kernel has not sampled yet: the grid is resampled."
-    _slider_changes_image(browser, lab, shots, '04_sampling.ipynb', 'sampling_widget(dm)', 'guidance', 'PageDown', 'img.widget-image',
-                          'sampling_guidance', min_frac=0.02, expect='w = 4.5,')
+    """Chapter 04: Home moves the guidance slider from 7 to 0, a setting the kernel has not sampled yet: the grid is resampled without the class.
+    (A small move, 7 to 4.5, changes too little to test: the shipped model keeps the class at both.)"""
+    _slider_changes_image(browser, lab, shots, '04_sampling.ipynb', 'sampling_widget(dm)', 'guidance', 'Home', 'img.widget-image',
+                          'sampling_guidance', min_frac=0.05, expect='w = 0,')
