@@ -9,8 +9,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
+from PIL import Image
 import numpy as np
 import nibabel as nib
+import ipywidgets as W
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
@@ -413,7 +415,6 @@ def to_png(img:np.ndarray|torch.Tensor, # 2D image in [-1, 1]
            scale:int=4, # integer upscaling for display
           )->bytes:
     "8-bit grayscale PNG bytes of a [-1, 1] image."
-    from PIL import Image
     a = np.asarray(img.detach().cpu() if isinstance(img, torch.Tensor) else img, dtype=np.float32)
     a = ((np.clip(a, -1, 1) + 1)*127.5).round().astype(np.uint8)
     im = Image.fromarray(a, mode='L')
@@ -428,7 +429,6 @@ def slice_browser(volumes:dict, # name -> `Volume` (or path)
                   min_brain:float=0.15, # brain-content filter
                  ):
     "A widget: pick a volume and scroll its slices; shows whether each slice is kept and its class."
-    import ipywidgets as W
     vols = {k: (v if isinstance(v, Volume) else load_volume(v)) for k, v in volumes.items()}
     ax = AXES[axis]
     def _prep(v):

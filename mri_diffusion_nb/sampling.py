@@ -8,6 +8,12 @@ import csv, hashlib, io, json, os, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
+import nibabel as nib
+import pydicom
+import ipywidgets as W
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid, MRImageStorage
 import torch
 from diffusers import UNet2DModel, DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler
 from tqdm.auto import tqdm
@@ -216,7 +222,6 @@ def sampling_widget(model:DiffusionModel, # the model
                     autocast:bool=True, # bf16 autocast for responsive sliders on a CPU
                    ):
     "A widget: guidance slider, steps slider, sampler and class pickers over a grid of samples at fixed seeds."
-    import ipywidgets as W
     gw = W.FloatSlider(value=guidance, min=0, max=10, step=0.5, description='guidance', continuous_update=False)
     sw = W.IntSlider(value=steps, min=1, max=max_steps, description='steps', continuous_update=False)
     sp = W.Dropdown(options=list(SAMPLERS), value=sampler, description='sampler')
@@ -238,7 +243,6 @@ def trajectory_widget(traj:torch.Tensor, # (S+1, N, 1, H, W) from `sample(..., r
                       scale:int=4, # display upscaling
                      ):
     "A widget: scrub through the denoising steps of a sample."
-    import ipywidgets as W
     s = W.IntSlider(value=0, min=0, max=len(traj) - 1, description='step')
     img = W.Image(format='png')
     def _render(*_): img.value = _grid_png(traj[s.value], ncols=len(traj[s.value]), scale=scale)
@@ -260,7 +264,6 @@ def from_uint(a:np.ndarray, bits:int)->np.ndarray:
 
 def save_png(img, path, bits:int=8)->Path:
     "Write a [-1, 1] slice as an 8- or 16-bit grayscale PNG, atomically."
-    from PIL import Image
     if bits not in (8, 16): raise ValueError(f"bits must be 8 or 16, got {bits}")
     a = to_uint(img, bits)
     with atomic_path(path) as tmp: Image.fromarray(a).save(tmp, format='PNG')  # uint8 -> L, uint16 -> I;16
@@ -268,7 +271,6 @@ def save_png(img, path, bits:int=8)->Path:
 
 def save_nifti(img, path, description:str='SYNTHETIC image from mri_diffusion_nb')->Path:
     "Write a [-1, 1] slice as a one-slice RAS volume with a 1 mm affine; the description says it is synthetic."
-    import nibabel as nib
     a = np.asarray(img.detach().cpu() if isinstance(img, torch.Tensor) else img, dtype=np.float32)
     vol = np.ascontiguousarray(a[::-1].T)[:, :, None]  # image rows run superior/anterior to inferior/posterior
     nii = nib.Nifti1Image(vol, np.eye(4))
@@ -284,9 +286,6 @@ def nifti_to_image(vol:np.ndarray)->np.ndarray:
 def save_dicom(img, path, description:str='SYNTHETIC mri_diffusion_nb', instance:int=1, series_uid:str|None=None,
                study_uid:str|None=None)->Path:
     "Write a [-1, 1] slice as a DICOM MR Image (16-bit) with synthetic identity and no personal fields."
-    import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid, MRImageStorage
     a = to_uint(img, 16)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MRImageStorage
@@ -349,9 +348,7 @@ def generate(model:DiffusionModel, # the model
     if bad or not formats: raise ValueError(f"formats must be among png, nifti, dicom, got {','.join(formats)}")
     if n < 1: raise ValueError(f"n must be at least 1, got {n}")
     if guidance < 0: raise ValueError(f"guidance must be at least 0, got {guidance}")
-    if sampler not in SAMPLERS: raise ValueError(f"unknown sampler {sampler!r} (choose from {', '.join(SAMPLERS)})")
-    steps = DEFAULT_STEPS[sampler] if steps is None else steps
-    make_scheduler(model.schedule, sampler, steps)  # validates sampler and steps before any work
+    steps = make_scheduler(model.schedule, sampler, steps).num_inference_steps  # validates sampler and steps before any work
     y_all = _as_classes(classes, n, model.n_classes) if classes is not None else torch.arange(n) % model.n_classes
     settings = dict(n=n, classes=y_all.tolist(), guidance=guidance, sampler=sampler, steps=steps, seed=seed, eta=eta, formats=list(formats),
                     bits=bits, batch_size=batch_size, model=model.hash, autocast=autocast)
@@ -373,7 +370,6 @@ def generate(model:DiffusionModel, # the model
     bar = tqdm(total=n, initial=n - sum(min(n, (b + 1)*batch_size) - b*batch_size for b in todo), desc='images', disable=None if progress is None else not progress)
     t0, made = time.time(), 0
     series = hashlib.sha256(f"{model.hash}/{seed}".encode()).hexdigest()[:16]
-    from pydicom.uid import generate_uid
     series_uid, study_uid = generate_uid(entropy_srcs=[series, 'series']), generate_uid(entropy_srcs=[series, 'study'])
     for k, b in enumerate(todo):
         if stop_after is not None and k >= stop_after: break
