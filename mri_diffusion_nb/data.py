@@ -18,43 +18,22 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
+from .files import FileError, atomic_path
 
 # %% auto #0
-__all__ = ['AXES', 'DataError', 'atomic_path', 'Volume', 'load_volume', 'mni152_path', 'normalise_intensity', 'square_resize',
+__all__ = ['AXES', 'DataError', 'Volume', 'load_volume', 'mni152_path', 'normalise_intensity', 'square_resize',
            'volume_to_slices', 'level_labels', 'level_names', 'SliceData', 'mni152_slices', 'volume_slices',
            'show_grid', 'subject_of', 'read_labels_csv', 'split_subjects', 'find_volumes', 'folder_slices',
            'save_cache', 'load_cache', 'augment', 'to_png', 'slice_browser']
 
 # %% ../nbs/00_data.ipynb #fd0ae983
-class DataError(ValueError):
+class DataError(FileError):
     "Bad input data; `str(err)` is one line naming the file and the problem."
-    def __init__(self, path, problem:str):
-        self.path, self.problem = str(path), problem
-        super().__init__(f"{path}: {problem}")
 
 def _why(e:Exception)->str:
     "A one-line reason from an exception."
     s = str(e).strip().splitlines()
     return (s[0] if s else type(e).__name__)[:160]
-
-# %% ../nbs/00_data.ipynb #551fbe4d
-@contextmanager
-def atomic_path(path, # the file to write
-               ):
-    "Yield a temporary path beside `path`; it is renamed onto `path` only if the block succeeds."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ''.join(path.suffixes) or '.tmp'
-    fd, tmp = tempfile.mkstemp(prefix=f'.tmp-{path.name}-', suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        um = os.umask(0); os.umask(um)
-        os.chmod(tmp, 0o666 & ~um)  # mkstemp makes 0600 files; give the result the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 # %% ../nbs/00_data.ipynb #5c47fc1e
 class Volume(NamedTuple):
