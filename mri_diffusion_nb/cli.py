@@ -11,6 +11,7 @@ from .data import DataError, SliceData, atomic_path, show_grid, folder_slices, m
 from .training import ConfigError, TrainingError, TrainConfig, TRAIN_PRESETS, latest_checkpoint, train, train_config
 from .sampling import SAMPLERS, DiffusionModel, generate, load_model, sample
 from .metrics import WeightsError, evaluate, evaluate_groups, load_classifier, load_fake_dir, train_classifier, write_report
+from .files import FileError, os_problem
 
 # %% auto #0
 __all__ = ['UsageError', 'make_data', 'summary_table', 'cmd_data', 'cmd_train', 'cmd_sample', 'summary_lines', 'cmd_evaluate',
@@ -270,12 +271,20 @@ def _parser()->argparse.ArgumentParser:
     m.set_defaults(func=cmd_demo)
     return p
 
+# %% ../nbs/09_cli.ipynb #89eabe5b
 def main(argv:list|None=None)->int:
-    "Run `mri-diffusion`; returns the exit status."
+    "Run `mri-diffusion`; returns the exit status (0 done, 2 bad input, 130 interrupted)."
     a = _parser().parse_args(argv)
     try: return a.func(a)
     except KeyboardInterrupt:
         print(f"mri-diffusion {a.cmd}: interrupted", file=sys.stderr); return 130
-    except (ValueError, TrainingError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
+    except (ValueError, TrainingError) as e:
         if os.environ.get('MRI_DIFFUSION_DEBUG'): raise
         return _fail(a.cmd, e)
+    except OSError as e:  # a full disk, a read-only folder, a file where a folder should be: one line naming the path
+        if os.environ.get('MRI_DIFFUSION_DEBUG'): raise
+        return _fail(a.cmd, FileError(e.filename, os_problem(e)) if e.filename else e)
+
+# %% ../nbs/09_cli.ipynb #6abe37f7
+#| eval: false
+if __name__ == '__main__': sys.exit(main())
