@@ -12,3 +12,12 @@ def test_readme_has_exactly_two_commands():
     assert len(cmds) == 2, cmds
     assert cmds[1] == 'pip install -e ".[dev]" && nbdev_test && pytest'
     assert 'eval "$cmd"' in (REPO/'.ci'/'run').read_text()
+
+def test_readme_relative_links_exist():
+    "Chapter and file links in README.md resolve from the repository root (GitHub), not only from the site's nbs/."
+    import re
+    text = (REPO/'README.md').read_text()
+    links = [l for l in re.findall(r'\]\(([^)#\s]+)\)', text) if not re.match(r'[a-z]+:', l)]
+    assert any(l.startswith('nbs/') for l in links), links
+    missing = [l for l in links if not (REPO/l).exists()]
+    assert not missing, missing

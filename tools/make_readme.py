@@ -21,6 +21,7 @@ def render(nb_path=ROOT/'nbs'/'index.ipynb'):
         src = ''.join(c['source'])
         if c['cell_type'] == 'markdown':
             md = re.sub(r'^> (.+)$', r'> \1', src, flags=re.M)
+            md = re.sub(r'\]\(([\w.-]+\.(?:ipynb|qmd))\)', r'](nbs/\1)', md)  # chapter links: relative to nbs/ on the site, to the root on GitHub
             parts.append(md.strip()); continue
         if c['cell_type'] != 'code': continue
         fl = _flags(src)
