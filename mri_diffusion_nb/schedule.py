@@ -7,6 +7,7 @@ from __future__ import annotations
 import io, math
 from dataclasses import dataclass, field, asdict, fields
 import torch
+from fastcore.basics import patch
 from .data import to_png
 
 # %% auto #0
@@ -30,7 +31,7 @@ def make_betas(kind:str='linear', # 'linear', 'cosine' or 'scaled_linear'
     else: raise ValueError(f"unknown schedule {kind!r} (choose from {', '.join(DIFFUSERS_BETA_SCHEDULE)})")
     return b.float()
 
-# %% ../nbs/02_schedule.ipynb #2502aa8d
+# %% ../nbs/02_schedule.ipynb #c96812a4
 @dataclass
 class NoiseSchedule:
     "A DDPM forward process: betas, ᾱ_t, q(x_t | x_0), SNR and training targets."
@@ -49,58 +50,71 @@ class NoiseSchedule:
         self.betas = make_betas(self.kind, self.n_steps, self.beta_start, self.beta_end)
         self.alphas = 1 - self.betas                  # α_t
         self.abar = torch.cumprod(self.alphas, dim=0) # ᾱ_t, float32 like diffusers' alphas_cumprod
+        self._abar_on = {}                            # ᾱ copied once per device, not at every call
 
     def _at(self, t:torch.Tensor, x:torch.Tensor)->torch.Tensor:
         "ᾱ_t for a batch of timesteps, shaped to broadcast against `x`, on its device and dtype."
-        return self.abar.to(x.device)[t.to(x.device).long()].to(x.dtype).reshape(-1, *([1]*(x.ndim - 1)))
+        ab = self._abar_on.setdefault(x.device, self.abar.to(x.device))
+        return ab[t.to(x.device).long()].to(x.dtype).reshape(-1, *([1]*(x.ndim - 1)))
 
-    def q_sample(self, x0:torch.Tensor, # (B, ...) clean images
-                 t:torch.Tensor, # (B,) timesteps in [0, n_steps)
-                 noise:torch.Tensor, # ε, shaped like x0
-                )->torch.Tensor:
-        "x_t = √ᾱ_t x0 + √(1-ᾱ_t) ε: a sample of q(x_t | x0)."
-        ab = self._at(t, x0)
-        return ab**0.5*x0 + (1 - ab)**0.5*noise
+# %% ../nbs/02_schedule.ipynb #887e674d
+@patch
+def q_sample(self:NoiseSchedule, x0:torch.Tensor, # (B, ...) clean images
+             t:torch.Tensor, # (B,) timesteps in [0, n_steps)
+             noise:torch.Tensor, # ε, shaped like x0
+            )->torch.Tensor:
+    "x_t = √ᾱ_t x0 + √(1-ᾱ_t) ε: a sample of q(x_t | x0)."
+    ab = self._at(t, x0)
+    return ab**0.5*x0 + (1 - ab)**0.5*noise
 
-    def snr(self, t:torch.Tensor)->torch.Tensor:
-        "Signal-to-noise ratio ᾱ_t / (1 - ᾱ_t)."
-        ab = self.abar.to(t.device)[t.long()]
-        return ab/(1 - ab)
+# %% ../nbs/02_schedule.ipynb #4384097d
+@patch
+def snr(self:NoiseSchedule, t:torch.Tensor)->torch.Tensor:
+    "Signal-to-noise ratio ᾱ_t / (1 - ᾱ_t)."
+    ab = self._abar_on.setdefault(t.device, self.abar.to(t.device))[t.long()]
+    return ab/(1 - ab)
 
-    def v_target(self, x0:torch.Tensor, noise:torch.Tensor, t:torch.Tensor)->torch.Tensor:
-        "Velocity v = √ᾱ_t ε - √(1-ᾱ_t) x0."
-        ab = self._at(t, x0)
-        return ab**0.5*noise - (1 - ab)**0.5*x0
+@patch
+def v_target(self:NoiseSchedule, x0:torch.Tensor, noise:torch.Tensor, t:torch.Tensor)->torch.Tensor:
+    "Velocity v = √ᾱ_t ε - √(1-ᾱ_t) x0."
+    ab = self._at(t, x0)
+    return ab**0.5*noise - (1 - ab)**0.5*x0
 
-    def target(self, x0:torch.Tensor, noise:torch.Tensor, t:torch.Tensor)->torch.Tensor:
-        "What the network is trained to output: ε, or v for v-prediction."
-        return noise if self.prediction == 'epsilon' else self.v_target(x0, noise, t)
+@patch
+def target(self:NoiseSchedule, x0:torch.Tensor, noise:torch.Tensor, t:torch.Tensor)->torch.Tensor:
+    "What the network is trained to output: ε, or v for v-prediction."
+    return noise if self.prediction == 'epsilon' else self.v_target(x0, noise, t)
 
-    def pred_x0(self, x_t:torch.Tensor, # noisy images
-                model_out:torch.Tensor, # the network's ε or v prediction
-                t:torch.Tensor, # (B,) timesteps
-               )->torch.Tensor:
-        "The clean-image estimate x̂0 from x_t and the network's prediction."
-        ab = self._at(t, x_t)
-        if self.prediction == 'epsilon': return (x_t - (1 - ab)**0.5*model_out)/ab**0.5
-        return ab**0.5*x_t - (1 - ab)**0.5*model_out
+# %% ../nbs/02_schedule.ipynb #e6fa1436
+@patch
+def pred_x0(self:NoiseSchedule, x_t:torch.Tensor, # noisy images
+            model_out:torch.Tensor, # the network's ε or v prediction
+            t:torch.Tensor, # (B,) timesteps
+           )->torch.Tensor:
+    "The clean-image estimate x̂0 from x_t and the network's prediction."
+    ab = self._at(t, x_t)
+    if self.prediction == 'epsilon': return (x_t - (1 - ab)**0.5*model_out)/ab**0.5
+    return ab**0.5*x_t - (1 - ab)**0.5*model_out
 
-    def scheduler_config(self)->dict:
-        "Settings for diffusers schedulers: `DDIMScheduler.from_config(s.scheduler_config())`."
-        return dict(num_train_timesteps=self.n_steps, beta_start=self.beta_start, beta_end=self.beta_end,
-                    beta_schedule=DIFFUSERS_BETA_SCHEDULE[self.kind], prediction_type=self.prediction, clip_sample=False)
+# %% ../nbs/02_schedule.ipynb #779d4acd
+@patch
+def scheduler_config(self:NoiseSchedule)->dict:
+    "Settings for diffusers schedulers: `DDIMScheduler.from_config(s.scheduler_config())`."
+    return dict(num_train_timesteps=self.n_steps, beta_start=self.beta_start, beta_end=self.beta_end,
+                beta_schedule=DIFFUSERS_BETA_SCHEDULE[self.kind], prediction_type=self.prediction, clip_sample=False)
 
-    def to_dict(self)->dict:
-        "The settings, JSON-ready."
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+@patch
+def to_dict(self:NoiseSchedule)->dict:
+    "The settings, JSON-ready."
+    return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
 
-    @classmethod
-    def from_dict(cls, d:dict)->NoiseSchedule:
-        "A schedule from `to_dict`'s output (unknown keys ignored)."
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.init and f.name in d})
+@patch(cls_method=True)
+def from_dict(cls:NoiseSchedule, d:dict)->NoiseSchedule:
+    "A schedule from `to_dict`'s output (unknown keys ignored)."
+    return cls(**{f.name: d[f.name] for f in fields(cls) if f.init and f.name in d})
 
 # %% ../nbs/02_schedule.ipynb #f7de36b0
-def _curve_png(abar:torch.Tensor, t:int, title:str='', dpi:int=72)->bytes:
+def _curve_png(abar:torch.Tensor, t:int, title:str='', dpi:int=100)->bytes:
     "PNG of the ᾱ_t curve with step t marked (matplotlib, no pyplot state)."
     from matplotlib.figure import Figure
     fig = Figure(figsize=(3.2, 2.4), dpi=dpi)
