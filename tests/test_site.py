@@ -1,0 +1,72 @@
+"""The documentation site, built and looked at: `nbdev_docs` (Quarto) on a scratch copy, pages opened in headless Chromium.
+
+Checks that the lessons show the source they teach (cells exported with `#| exports`), and that every figure on the
+chapter pages loads. Screenshots of the pages go to $MRI_DIFFUSION_SCREENSHOTS (default: the test's tmp_path).
+Skipped where Quarto, Chromium or Playwright is absent; CI installs all three.
+"""
+import functools, http.server, os, shutil, subprocess, threading
+from pathlib import Path
+import pytest
+from test_browser import CHROMIUM, CHROMIUM_ARGS, _pw
+
+REPO = Path(__file__).resolve().parents[1]
+QUARTO = shutil.which('quarto')
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(QUARTO is None, reason='Quarto is not installed (see the README; CI installs it)'),
+    pytest.mark.skipif(CHROMIUM is None or _pw is None, reason='no chromium browser or playwright package'),
+]
+
+# page -> source the reader must see on it
+MUST_SHOW = {
+    'schedule.html': ['def q_sample', 'def pred_x0', 'def make_betas'],
+    'reverse.html': ['def posterior', 'def ddpm_step', 'def ddim_step', 'def dpmpp_2m_step'],
+    'sampling.html': ['def guide'],
+}
+PAGES = ['index.html', 'data.html', 'unet.html', 'schedule.html', 'reverse.html', 'training.html', 'sampling.html', 'metrics.html']
+
+@pytest.fixture(scope='module')
+def site(tmp_path_factory):
+    "Build the site from a copy of the working tree (nbdev_docs rewrites README.md and index_files/)."
+    root = tmp_path_factory.mktemp('site')/'repo'
+    ignore = shutil.ignore_patterns('.git', '.ci-venv', '.ci-quarto', '_docs', '_proc', '__pycache__', '*.egg-info', '.ipynb_checkpoints')
+    shutil.copytree(REPO, root, ignore=ignore, symlinks=True)
+    subprocess.run(['git', 'init', '-q'], cwd=root, check=True)
+    r = subprocess.run(['nbdev_docs'], cwd=root, capture_output=True, text=True, timeout=1200,
+                       env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    docs = root/'_docs'
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(_Quiet, directory=str(docs)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield docs, f'http://127.0.0.1:{srv.server_address[1]}'
+    srv.shutdown()
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *a): pass
+
+def test_pages_built(site):
+    docs, _ = site
+    missing = [p for p in PAGES if not (docs/p).exists()]
+    assert not missing, sorted(p.name for p in docs.glob('*.html'))
+
+def test_lessons_show_their_source_and_figures_load(site, tmp_path):
+    docs, url = site
+    shots = Path(os.environ.get('MRI_DIFFUSION_SCREENSHOTS', tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    with _pw.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = b.new_page(viewport=dict(width=1280, height=900))
+            for name in PAGES:
+                page.goto(f'{url}/{name}', wait_until='load')
+                code = page.eval_on_selector_all('pre code', 'els => els.filter(e => e.offsetParent !== null).map(e => e.innerText)')
+                text = '\n'.join(code)
+                for s in MUST_SHOW.get(name, []): assert s in text, f'{name}: the source of {s!r} is not shown'
+                imgs = page.eval_on_selector_all('main img', 'els => els.map(e => [e.getAttribute("src"), e.complete && e.naturalWidth > 0])')
+                broken = [src for src, ok in imgs if not ok and not (src or '').startswith('http')]
+                assert not broken, f'{name}: figures that do not load: {broken}'
+                page.screenshot(path=str(shots/f'{name}.png'), full_page=False)
+                if name in MUST_SHOW:  # the first exported definition, scrolled into view
+                    page.locator('pre code', has_text=MUST_SHOW[name][0]).first.scroll_into_view_if_needed()
+                    page.screenshot(path=str(shots/f'{name}-source.png'))
+        finally: b.close()
