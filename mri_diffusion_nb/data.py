@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #7d167789
 from __future__ import annotations
-import csv, io, json, os, tempfile
+import csv, fnmatch, io, json, os, re, tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,19 +12,24 @@ from typing import NamedTuple
 from PIL import Image
 import numpy as np
 import nibabel as nib
+import nibabel.processing as nip
 import ipywidgets as W
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
-from .files import FileError, atomic_path
+from .files import TEMP_PREFIX, FileError, atomic_path, os_problem
+try: import fcntl
+except ImportError: fcntl = None  # Windows: no file locks
 
 # %% auto #0
-__all__ = ['AXES', 'DataError', 'Volume', 'load_volume', 'mni152_path', 'normalise_intensity', 'square_resize',
-           'volume_to_slices', 'level_labels', 'level_names', 'SliceData', 'mni152_slices', 'volume_slices',
-           'show_grid', 'subject_of', 'read_labels_csv', 'split_subjects', 'find_volumes', 'folder_slices',
-           'save_cache', 'load_cache', 'augment', 'to_png', 'slice_browser']
+__all__ = ['AXES', 'GEOMETRY', 'NIFTI_EXT', 'MODALITIES', 'DataError', 'Volume', 'load_volume', 'mni152_path',
+           'normalise_intensity', 'square_resize', 'resample_volume', 'to_grid', 'volume_to_slices', 'level_labels',
+           'level_names', 'SliceData', 'mni152_slices', 'volume_slices', 'val_every_split', 'slice_settings',
+           'show_grid', 'is_seg', 'subject_of', 'bin_names', 'read_labels_csv', 'class_of', 'split_subjects',
+           'find_volumes', 'find_subjects', 'subject_slices', 'plan_folder', 'folder_settings', 'folder_slices',
+           'slice_job', 'save_cache', 'load_cache', 'augment', 'to_png', 'slice_browser']
 
 # %% ../nbs/00_data.ipynb #fd0ae983
 class DataError(FileError):
@@ -44,10 +49,11 @@ class Volume(NamedTuple):
     path: str          # where it came from
 
 # %% ../nbs/00_data.ipynb #a9bdedfa
-def load_volume(path, # a `.nii` or `.nii.gz` file
+def load_volume(path, # a `.nii`, `.nii.gz` (NIfTI-1 or -2) or Analyze/NIfTI-pair `.hdr` file
                 volume:int|None=None, # which volume of a 4D series; a 4D file is refused without it
+                labels:bool=False, # a label map (segmentation): constant volumes are allowed
                )->Volume:
-    "Load a NIfTI volume with nibabel: canonical RAS orientation, scaling applied, float32."
+    "Load a volume with nibabel: canonical RAS orientation, scaling applied, float32."
     path = Path(path)
     if not path.exists(): raise DataError(path, 'file not found')
     if path.is_dir(): raise DataError(path, 'is a folder, expected a NIfTI file')
@@ -56,6 +62,7 @@ def load_volume(path, # a `.nii` or `.nii.gz` file
     except Exception as e: raise DataError(path, f'not a readable NIfTI file ({_why(e)})') from None
     if not hasattr(img, 'affine') or img.affine is None: raise DataError(path, 'image has no affine, not a NIfTI volume')
     shape = img.shape
+    if len(shape) > 4 and all(s == 1 for s in shape[4:]): img = img.slicer[(slice(None),)*4 + (0,)*(len(shape) - 4)]; shape = img.shape
     if len(shape) == 4 and shape[3] == 1: img = img.slicer[..., 0]
     elif len(shape) == 4:
         if volume is None: raise DataError(path, f'4D series of shape {shape}: pick one volume (volume=k)')
@@ -68,11 +75,11 @@ def load_volume(path, # a `.nii` or `.nii.gz` file
         data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as e: raise DataError(path, f'truncated or corrupt image data ({_why(e)})') from None
     finite = np.isfinite(data)
-    if not finite.any(): raise DataError(path, 'no finite voxels (all NaN or inf)')
+    if not finite.any() and not labels: raise DataError(path, 'no finite voxels (all NaN or inf)')
     data = np.where(finite, data, 0).astype(np.float32)
-    if data.max() == data.min(): raise DataError(path, f'constant volume (every voxel is {data.min():g}): no image content')
-    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    return Volume(data, img.affine.astype(np.float64), zooms, str(path))
+    if data.max() == data.min() and not labels: raise DataError(path, f'constant volume (every voxel is {data.min():g}): no image content')
+    aff = img.affine.astype(np.float64)
+    return Volume(data, aff, tuple(float(z) for z in nib.affines.voxel_sizes(aff)), str(path))
 
 # %% ../nbs/00_data.ipynb #0417ec91
 def mni152_path()->Path:
@@ -98,6 +105,7 @@ def _to_image(sl:np.ndarray, axis:int)->np.ndarray:
     "A 2D slice from a RAS volume as an image: superior/anterior at the top, subject's left on the left."
     return np.ascontiguousarray(sl.T[::-1])
 
+# %% ../nbs/00_data.ipynb #7e66d896
 def square_resize(img:torch.Tensor, # (..., H, W) images in [-1, 1]
                   res:int, # output size
                   fill:float=-1., # background value used for padding
@@ -112,27 +120,83 @@ def square_resize(img:torch.Tensor, # (..., H, W) images in [-1, 1]
     if s != res: x = F.interpolate(x, size=(res, res), mode='bilinear', antialias=True, align_corners=False)
     return x.clamp(-1, 1).reshape(*lead, res, res)
 
+# %% ../nbs/00_data.ipynb #68c2aab1
+GEOMETRY = dict(fov_mm=240., slice_mm=1.) # adult-brain defaults: field of view and slice spacing in mm
+
+def _grid_mm(res:int, axis:str, fov_mm:float, slice_mm:float)->list:
+    "Voxel size (mm) along R, A, S for `res` pixels over `fov_mm` in the slice plane."
+    mm = [fov_mm/res]*3; mm[AXES[axis]] = slice_mm
+    return mm
+
+def resample_volume(vol:Volume, # a volume (any affine, oblique included)
+                    voxel_mm, # target voxel size in mm: one number or (R, A, S)
+                    order:int=1, # spline order: 1 for images, 0 for label maps
+                    like:Volume|None=None, # resample onto this volume's grid instead
+                   )->Volume:
+    "Resample onto a RAS grid of `voxel_mm` spacing (or onto `like`'s grid) with `nibabel.processing`."
+    dst = np.broadcast_to(np.asarray(voxel_mm, float), (3,)).copy()
+    img = nib.Nifti1Image(vol.data, vol.affine)
+    if like is not None:
+        out = nip.resample_from_to(img, (like.data.shape, like.affine), order=order, mode='constant', cval=float(vol.data.min()))
+        return Volume(np.asarray(out.dataobj, np.float32), like.affine, like.zooms, vol.path)
+    if np.allclose(vol.affine[:3, :3], np.diag(dst)): return vol  # already on such a grid
+    src = np.asarray(vol.zooms, float)
+    if order > 0 and (dst > src*1.01).any():  # anti-aliasing before downsampling
+        img = nip.smooth_image(img, np.sqrt(np.clip(dst**2 - src**2, 0, None)), mode='nearest')
+    out = nip.resample_to_output(img, tuple(dst), order=order, mode='constant', cval=float(vol.data.min()))
+    return Volume(np.asarray(out.dataobj, np.float32), out.affine, tuple(float(z) for z in dst), vol.path)
+
+# %% ../nbs/00_data.ipynb #2ecae213
+def _crop_pad(a:np.ndarray, axes:list, starts:list, n:int, fill=0)->np.ndarray:
+    "Window `[start, start + n)` along each of `axes`, padded with `fill` where it leaves the array."
+    for ax, s in zip(axes, starts):
+        pad = [(0, 0)]*a.ndim; pad[ax] = (max(0, -s), max(0, s + n - a.shape[ax]))
+        a = np.take(np.pad(a, pad, constant_values=fill), np.arange(n) + s + pad[ax][0], axis=ax)
+    return a
+
+def to_grid(vol:Volume, # a volume in RAS orientation
+            res:int=64, # pixels across the field of view
+            axis:str='axial', # slicing direction
+            fov_mm:float=240., # field of view in the slice plane, mm
+            slice_mm:float=1., # spacing between slices, mm
+            pct:tuple=(0.5, 99.5), # intensity normalisation percentiles
+            seg:Volume|None=None, # optional label map on the same scan, carried along (nearest neighbour)
+           )->tuple:
+    "Resample to `fov_mm/res` mm pixels, normalise, and crop/pad the slice plane to `res` pixels centred on the head."
+    if axis not in AXES: raise ValueError(f"axis must be one of {list(AXES)}, got {axis!r}")
+    r = resample_volume(vol, _grid_mm(res, axis, fov_mm, slice_mm))
+    norm, fg = normalise_intensity(r.data, pct)
+    plane = [i for i in range(3) if i != AXES[axis]]
+    starts = []
+    for i in plane:
+        on = np.flatnonzero(fg.any(axis=tuple(j for j in range(3) if j != i)))
+        starts.append(int(np.floor((on.min() + on.max() + 1)/2 - res/2)) if len(on) else (fg.shape[i] - res)//2)
+    s = None if seg is None else _crop_pad(resample_volume(seg, 1, order=0, like=r).data, plane, starts, res, 0)
+    return _crop_pad(norm, plane, starts, res, -1.), _crop_pad(fg, plane, starts, res, False), s
+
 # %% ../nbs/00_data.ipynb #d570df6e
-def volume_to_slices(vol:Volume|np.ndarray, # a volume in RAS orientation
+def volume_to_slices(vol:Volume|np.ndarray, # a volume in RAS orientation (an array is taken as 1 mm isotropic)
                      res:int=64, # output size in pixels (32, 64, 128, 256, ...)
                      axis:str='axial', # 'axial', 'coronal' or 'sagittal'
                      min_brain:float=0.15, # keep slices whose foreground area is at least this share of the largest
                      pct:tuple=(0.5, 99.5), # intensity normalisation percentiles
+                     fov_mm:float=240., # field of view in the slice plane, mm
+                     slice_mm:float=1., # spacing between slices, mm
                     )->tuple:
-    "Slices `(N, 1, res, res)` in [-1, 1], their indices in the volume, and their relative level in [0, 1]."
-    data = vol.data if isinstance(vol, Volume) else np.asarray(vol, np.float32)
-    if axis not in AXES: raise ValueError(f"axis must be one of {list(AXES)}, got {axis!r}")
+    "Slices `(N, 1, res, res)` in [-1, 1], their indices on the resampled grid, and their relative level in [0, 1]."
+    if not isinstance(vol, Volume): vol = Volume(np.asarray(vol, np.float32), np.eye(4), (1., 1., 1.), '')
+    norm, fg, _ = to_grid(vol, res, axis, fov_mm, slice_mm, pct)
+    return _slices(norm, fg, axis, min_brain)
+
+def _slices(norm:np.ndarray, fg:np.ndarray, axis:str, min_brain:float)->tuple:
+    "Kept slices of a gridded volume as images, their indices and levels."
     ax = AXES[axis]
-    norm, fg = normalise_intensity(data, pct)
-    other = tuple(i for i in range(3) if i != ax)
-    area = fg.sum(axis=other)
+    area = fg.sum(axis=tuple(i for i in range(3) if i != ax))
     keep = np.flatnonzero(area >= min_brain*area.max())
     if len(keep) == 0: raise ValueError('no slice passes the brain-content filter')
-    k0, k1 = keep.min(), keep.max()
-    level = (keep - k0)/max(k1 - k0, 1)
+    level = (keep - keep.min())/max(keep.max() - keep.min(), 1)
     sl = np.stack([_to_image(np.take(norm, k, axis=ax), ax) for k in keep])
-    x = square_resize(torch.from_numpy(sl)[:, None], res)
-    return x, keep, level
+    return torch.from_numpy(sl)[:, None].clamp(-1, 1), keep, level
 
 # %% ../nbs/00_data.ipynb #a316faa1
 def level_labels(level:np.ndarray, # relative position in [0, 1]
@@ -192,25 +256,40 @@ def mni152_slices(res:int=64, # image size
                   axis:str='axial', # slicing direction
                   min_brain:float=0.15, # brain-content filter
                   pct:tuple=(0.5, 99.5), # normalisation percentiles
+                  fov_mm:float=240., # field of view, mm
+                  slice_mm:float=1., # slice spacing, mm
                  )->SliceData:
     "The built-in dataset: the MNI152 2009 T1 template from `nilearn`, sliced, labelled by level, every k-th slice held out."
     return volume_slices(mni152_path(), 'mni152', res, n_classes, val_every, axis, min_brain, pct,
-                         settings=dict(source='mni152', file=mni152_path().name))
+                         settings=dict(source='mni152', file=mni152_path().name), fov_mm=fov_mm, slice_mm=slice_mm)
 
+# %% ../nbs/00_data.ipynb #05635b4b
 def volume_slices(path, # one NIfTI volume
                   subject:str|None=None, # subject id (default: the file name without .nii/.nii.gz)
                   res:int=64, n_classes:int=4, val_every:int=5, axis:str='axial', min_brain:float=0.15, pct:tuple=(0.5, 99.5),
                   settings:dict|None=None, # settings to record (default: the source path)
+                  fov_mm:float=240., slice_mm:float=1.,
                  )->SliceData:
     "Slices of a single volume, labelled by level, every k-th slice held out (one volume has no subjects to split by)."
     if val_every < 2: raise ValueError(f"val_every must be at least 2, got {val_every}")
-    subject = subject or Path(path).name.split('.nii')[0]
-    x, idx, level = volume_to_slices(load_volume(path), res, axis, min_brain, pct)
-    split = ['val' if i % val_every == val_every//2 else 'train' for i in range(len(x))]
-    settings = {**(settings or dict(source=str(path))), **dict(res=res, axis=axis, n_classes=n_classes, label='level',
-                                                           val_every=val_every, min_brain=min_brain, pct=list(pct))}
-    return SliceData(x, torch.from_numpy(level_labels(level, n_classes)), [subject]*len(x), level_names(n_classes, axis), split, settings,
-                     torch.from_numpy(idx.astype(np.int64)), torch.from_numpy(level.astype(np.float32)))
+    subject = subject or _stem(Path(path).name)
+    try: x, idx, level = volume_to_slices(load_volume(path), res, axis, min_brain, pct, fov_mm, slice_mm)
+    except ValueError as e:
+        if isinstance(e, DataError): raise
+        raise DataError(path, str(e)) from None
+    settings = {**(settings or dict(source=str(path))), **slice_settings(res, axis, fov_mm, slice_mm, min_brain, pct),
+                **dict(n_classes=n_classes, label='level', val_every=val_every)}
+    return SliceData(x, torch.from_numpy(level_labels(level, n_classes)), [subject]*len(x), level_names(n_classes, axis),
+                     val_every_split(len(x), val_every), settings, torch.from_numpy(idx.astype(np.int64)), torch.from_numpy(level.astype(np.float32)))
+
+def val_every_split(n:int, val_every:int=5)->list:
+    "Split of one volume's slices: every k-th slice to validation."
+    return ['val' if i % val_every == val_every//2 else 'train' for i in range(n)]
+
+def slice_settings(res, axis, fov_mm, slice_mm, min_brain, pct)->dict:
+    "The geometry and preprocessing settings every cache records."
+    return dict(res=res, axis=axis, fov_mm=float(fov_mm), pixel_mm=float(fov_mm)/res, slice_mm=float(slice_mm),
+                min_brain=min_brain, pct=list(pct))
 
 # %% ../nbs/00_data.ipynb #936dabc8
 def show_grid(images:torch.Tensor, # (N, 1, H, W) in [-1, 1]
@@ -235,31 +314,62 @@ def show_grid(images:torch.Tensor, # (N, 1, H, W) in [-1, 1]
     return fig
 
 # %% ../nbs/00_data.ipynb #8cc39d50
-def subject_of(path:Path, root:Path)->str:
-    "Subject id of a volume: its top-level subfolder under `root`, or its file name without `.nii`/`.nii.gz`."
-    rel = Path(path).relative_to(root)
-    if len(rel.parts) > 1: return rel.parts[0]
-    name = rel.name
-    for ext in ('.nii.gz', '.nii'):
+NIFTI_EXT = ('.nii.gz', '.nii', '.hdr')
+MODALITIES = {'t1': ('t1', 't1n'), 't1ce': ('t1ce', 't1c'), 't2': ('t2', 't2w'), 'flair': ('flair', 't2f')}
+
+def _stem(name:str)->str:
+    "File name without its volume extension."
+    for ext in NIFTI_EXT:
         if name.endswith(ext): return name[:-len(ext)]
     return name
 
-def read_labels_csv(path)->dict:
-    "Read a `subject,class` CSV into a dict."
+def is_seg(name:str)->bool:
+    "Whether a file name is a segmentation map (`*_seg.nii.gz`, `*-seg.nii.gz`)."
+    return bool(re.search(r'[_-]seg$', _stem(name), re.I))
+
+def subject_of(path:Path, root:Path)->str:
+    "Subject id of a volume: its top-level subfolder under `root`, or its file name without extension."
+    rel = Path(path).relative_to(root)
+    return rel.parts[0] if len(rel.parts) > 1 else _stem(rel.name)
+
+# %% ../nbs/00_data.ipynb #caa19c44
+def bin_names(bins:list, column:str='age')->list:
+    "Class names for numeric bins with edges `bins`: below the first edge, between edges, from the last edge up."
+    e = [f'{b:g}' for b in bins]
+    return [f'{column} <{e[0]}'] + [f'{column} {a}-{b}' for a, b in zip(e, e[1:])] + [f'{column} >={e[-1]}']
+
+def read_labels_csv(path, # CSV file
+                    label_column:str='class', # the column holding the class (or a number to bin)
+                    subject_column:str='subject', # the column holding the subject id
+                    bins:list|None=None, # numeric bin edges, e.g. [40, 60] for three age groups
+                   )->dict:
+    "Read subject -> class name from a CSV; rows with an empty value are left out."
     path = Path(path)
     if not path.is_file(): raise DataError(path, 'labels CSV not found')
-    try:
-        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding='utf-8-sig'))))
+    try: rows = list(csv.DictReader(io.StringIO(path.read_text(encoding='utf-8-sig'))))
     except Exception as e: raise DataError(path, f'not a readable CSV ({_why(e)})') from None
-    if not rows or not {'subject', 'class'} <= set(rows[0]): raise DataError(path, "expected a CSV with columns 'subject' and 'class'")
-    out = {}
+    if not rows or not {subject_column, label_column} <= set(rows[0]):
+        raise DataError(path, f"expected a CSV with columns {subject_column!r} and {label_column!r}")
+    names, out = bin_names(bins, label_column) if bins else None, {}
     for r in rows:
-        s, c = (r['subject'] or '').strip(), (r['class'] or '').strip()
-        if not s or not c: raise DataError(path, f'empty subject or class in row {r}')
+        s, c = (r[subject_column] or '').strip(), (r[label_column] or '').strip()
+        if not s or not c: continue
+        if bins:
+            try: c = names[int(np.searchsorted(bins, float(c), side='right'))]
+            except ValueError: raise DataError(path, f'{label_column} of {s!r} is {c!r}, not a number') from None
         if s in out and out[s] != c: raise DataError(path, f'subject {s!r} has two classes ({out[s]!r}, {c!r})')
         out[s] = c
+    if not out: raise DataError(path, f'no row with a {subject_column!r} and a {label_column!r}')
     return out
 
+# %% ../nbs/00_data.ipynb #7ec0c5e3
+def class_of(table:dict, subject:str):
+    "A subject's class: its own row, or the row whose id is the subject's prefix (`IXI002` for `IXI002-Guys-0828-T1`)."
+    if subject in table: return table[subject]
+    hits = [k for k in table if subject.startswith(k) and subject[len(k)] in '-_.']
+    return table[max(hits, key=len)] if hits else None
+
+# %% ../nbs/00_data.ipynb #b5e2a7c1
 def split_subjects(subjects:list, # subject ids
                    classes:list|None=None, # class of each subject (split within each class)
                    val_frac:float=0.2, # share of subjects held out
@@ -269,7 +379,7 @@ def split_subjects(subjects:list, # subject ids
     rng = np.random.default_rng(seed)
     classes = classes or ['']*len(subjects)
     val = set()
-    for c in sorted(set(classes)):
+    for c in sorted(set(classes), key=str):
         group = sorted(s for s, k in zip(subjects, classes) if k == c)
         rng.shuffle(group)
         n = int(round(val_frac*len(group)))
@@ -278,82 +388,182 @@ def split_subjects(subjects:list, # subject ids
     return val
 
 # %% ../nbs/00_data.ipynb #9e40c871
-def find_volumes(folder, # a folder of NIfTI volumes
-                 pattern:str='**/*.nii*', # glob under `folder`, e.g. '**/*_t1.nii.gz' for BraTS
+def find_volumes(folder, # a folder of volumes
+                 pattern:str='**/*', # glob under `folder`, e.g. '**/*_t1.nii.gz' for BraTS
+                 exclude:list=(), # globs (file name or path under `folder`) to leave out
                 )->list:
-    "NIfTI files under `folder`, sorted."
+    "Image volumes (`.nii`, `.nii.gz`, `.hdr`) under `folder`, sorted; segmentation maps and hidden files are never included."
     folder = Path(folder)
     if not folder.exists(): raise DataError(folder, 'folder not found')
     if not folder.is_dir(): raise DataError(folder, 'not a folder')
-    files = sorted(p for p in folder.glob(pattern) if p.is_file() and p.name.endswith(('.nii', '.nii.gz')) and not p.name.startswith('.'))
+    def _unreadable(e:OSError): raise DataError(e.filename or folder, f'cannot read folder ({os_problem(e)})')
+    for _ in os.walk(folder, onerror=_unreadable): pass  # a folder we may not list is an error, not an empty folder
+    out = lambda p: any(fnmatch.fnmatch(p.name, g) or fnmatch.fnmatch(p.relative_to(folder).as_posix(), g) for g in exclude)
+    files = sorted(p for p in folder.glob(pattern) if p.is_file() and p.name.endswith(NIFTI_EXT) and not p.name.startswith('.')
+                   and not is_seg(p.name) and not out(p))
     if not files: raise DataError(folder, f"no NIfTI files ({pattern}) found")
     return files
 
-def folder_slices(folder, # a folder of `.nii`/`.nii.gz` volumes
-                  labels_csv=None, # optional `subject,class` CSV; without it, classes are anatomical levels
-                  res:int=64, # image size
-                  n_classes:int=4, # anatomical-level classes (without a CSV)
-                  val_frac:float=0.2, # share of subjects held out for validation
-                  seed:int=0, # split seed
-                  axis:str='axial', # slicing direction
-                  min_brain:float=0.15, # brain-content filter
-                  pct:tuple=(0.5, 99.5), # normalisation percentiles
-                  pattern:str='**/*.nii*', # which files
+# %% ../nbs/00_data.ipynb #5e089ebd
+def find_subjects(folder, # a folder of volumes
+                  pattern:str='**/*', exclude:list=(), # which files
+                  modality:str|None=None, # BraTS-style: which contrast (t1, t1ce, t2, flair)
+                 )->list:
+    "One `(subject, image, seg or None)` per subject; a subject with several images needs `modality` or `pattern`."
+    folder = Path(folder)
+    files = find_volumes(folder, pattern, exclude)
+    if modality is not None:
+        if modality not in MODALITIES: raise ValueError(f"modality must be one of {list(MODALITIES)}, got {modality!r}")
+        tag = re.compile(rf"[_-]({'|'.join(MODALITIES[modality])})$", re.I)
+        files = [f for f in files if tag.search(_stem(f.name))]
+        if not files: raise DataError(folder, f'no {modality} volumes (*_{modality}.nii.gz) found')
+    by = {}
+    for f in files: by.setdefault(subject_of(f, folder), []).append(f)
+    out = []
+    for s, fs in by.items():
+        if len(fs) > 1: raise DataError(fs[0].parent, f"subject {s!r} has {len(fs)} volumes ({', '.join(f.name for f in fs[:4])}); choose one with --modality or --pattern")
+        segs = sorted(p for p in fs[0].parent.iterdir() if p.is_file() and is_seg(p.name) and p.name.endswith(NIFTI_EXT)) if fs[0].parent != folder else \
+               sorted(p for p in folder.iterdir() if is_seg(p.name) and _stem(p.name)[:-4] == _stem(fs[0].name).rsplit('_', 1)[0])
+        out.append((s, fs[0], segs[0] if len(segs) == 1 else None))
+    return out
+
+# %% ../nbs/00_data.ipynb #f1754c92
+def subject_slices(image, # the subject's image volume
+                   seg=None, # its segmentation map, or None
+                   res:int=64, axis:str='axial', fov_mm:float=240., slice_mm:float=1., min_brain:float=0.15, pct:tuple=(0.5, 99.5),
+                  )->dict:
+    "One subject's slices on the millimetre grid: images, slice indices, levels, and each slice's labelled area in mm² (with a seg)."
+    vol = load_volume(image)
+    sv = None if seg is None else load_volume(seg, labels=True)
+    if sv is not None and sv.data.shape != vol.data.shape:
+        raise DataError(seg, f'segmentation of shape {sv.data.shape} does not match its image {Path(image).name} of shape {vol.data.shape}')
+    try:
+        norm, fg, s = to_grid(vol, res, axis, fov_mm, slice_mm, pct, sv)
+        x, keep, level = _slices(norm, fg, axis, min_brain)
+    except ValueError as e:
+        if isinstance(e, DataError): raise
+        raise DataError(image, str(e)) from None
+    area = None if s is None else (np.take(s, keep, axis=AXES[axis]) > 0).sum(axis=(1, 2) if AXES[axis] == 0 else
+                                   (0, 2) if AXES[axis] == 1 else (0, 1))*(fov_mm/res)**2
+    return dict(x=x, slice_index=keep, level=level, tumour_mm2=area)
+
+# %% ../nbs/00_data.ipynb #2ffc9222
+def plan_folder(folder, # a folder of volumes
+                labels_csv=None, label_column:str='class', subject_column:str='subject', bins:list|None=None, # CSV labels
+                pattern:str='**/*', exclude:list=(), modality:str|None=None, # which files
+                label:str='auto', # 'auto' (csv if given, else tumour if seg maps exist, else level), 'level', 'tumour', 'csv'
+                n_classes:int=4, axis:str='axial', # level classes
+               )->tuple:
+    "Jobs (one dict per subject), class names and label rule for a folder; a job's `problem` is a reason to refuse it."
+    folder = Path(folder)
+    subs = find_subjects(folder, pattern, exclude, modality)
+    if label == 'auto': label = 'csv' if labels_csv else 'tumour' if any(g for _, _, g in subs) else 'level'
+    if label not in ('level', 'tumour', 'csv'): raise ValueError(f"label must be auto, level, tumour or csv, got {label!r}")
+    if label == 'csv' and not labels_csv: raise ValueError('label csv needs a labels CSV')
+    table = read_labels_csv(labels_csv, label_column, subject_column, bins) if label == 'csv' else None
+    names = (level_names(n_classes, axis) if label == 'level' else ['no tumour', 'tumour'] if label == 'tumour' else
+             [n for n in bin_names(bins, label_column) if n in set(table.values())] if bins else sorted(set(table.values())))
+    jobs = []
+    for s, f, g in subs:
+        j = dict(subject=s, image=str(f), seg=str(g) if g and label == 'tumour' else None, cls=None, problem=None)
+        if label == 'csv':
+            c = class_of(table, s)
+            if c is None: j['problem'] = f'subject {s!r} has no row (or an empty {label_column!r}) in {Path(labels_csv).name}'
+            else: j['cls'] = names.index(c)
+        if label == 'tumour' and g is None: j['problem'] = 'no segmentation map (*_seg.nii.gz) beside it'
+        jobs.append(j)
+    return jobs, names, label
+
+# %% ../nbs/00_data.ipynb #766629e5
+def folder_settings(folder, res=64, axis='axial', fov_mm=240., slice_mm=1., min_brain=0.15, pct=(0.5, 99.5), label='level',
+                    n_classes=4, tumour_mm2=100., val_frac=0.2, seed=0, **kw)->dict:
+    "Settings recorded with a folder's slices (JSON-ready)."
+    return dict(source=str(folder), **slice_settings(res, axis, fov_mm, slice_mm, min_brain, pct), label=label, n_classes=n_classes,
+                tumour_mm2=float(tumour_mm2), val_frac=val_frac, seed=seed, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()})
+
+# %% ../nbs/00_data.ipynb #53ac5383
+def folder_slices(folder, # a folder of volumes
+                  labels_csv=None, # optional CSV; without it, classes are tumour (seg maps) or anatomical levels
+                  res:int=64, n_classes:int=4, val_frac:float=0.2, seed:int=0, axis:str='axial', min_brain:float=0.15, pct:tuple=(0.5, 99.5),
+                  pattern:str='**/*', # which files
                   on_error:str='raise', # 'raise': fail on the first bad file; 'skip': leave it out and report it
                   progress:bool|None=True, # show a progress bar (None: only on a terminal)
+                  exclude:list=(), modality:str|None=None, label:str='auto', label_column:str='class', subject_column:str='subject',
+                  bins:list|None=None, tumour_mm2:float=100., fov_mm:float=240., slice_mm:float=1.,
                  )->SliceData:
-    "Slices from a folder of volumes, split by subject; bad files are refused or skipped (listed in `settings['skipped']`)."
+    "Slices from a folder in memory (small folders; chapter 91 writes big ones to disk), split by subject; bad files refused or skipped."
     if on_error not in ('raise', 'skip'): raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    folder = Path(folder)
-    files = find_volumes(folder, pattern)
-    table = read_labels_csv(labels_csv) if labels_csv else None
-    class_names = sorted(set(table.values())) if table else level_names(n_classes, axis)
+    jobs, names, label = plan_folder(folder, labels_csv, label_column, subject_column, bins, pattern, exclude, modality, label, n_classes, axis)
+    s = folder_settings(folder, res, axis, fov_mm, slice_mm, min_brain, pct, label, len(names), tumour_mm2, val_frac, seed,
+                        labels_csv=str(labels_csv) if labels_csv else None, label_column=label_column, bins=bins, pattern=pattern,
+                        exclude=list(exclude), modality=modality, files=len(jobs))
     parts, skipped = [], []
-    for f in tqdm(files, desc='volumes', disable=None if progress is None else not progress, leave=False):
-        subj = subject_of(f, folder)
-        try:
-            if table is not None and subj not in table: raise DataError(f, f'subject {subj!r} has no row in {Path(labels_csv).name}')
-            try: x, idx, level = volume_to_slices(load_volume(f), res, axis, min_brain, pct)
-            except ValueError as e:
-                if isinstance(e, DataError): raise
-                raise DataError(f, str(e)) from None
+    for j in tqdm(jobs, desc='volumes', disable=None if progress is None else not progress, leave=False):
+        try: parts.append((j, slice_job(j, s)))
         except DataError as e:
             if on_error == 'raise': raise
-            skipped.append((str(f), e.problem)); continue
-        lab = np.full(len(x), class_names.index(table[subj])) if table else level_labels(level, n_classes)
-        parts.append((subj, x, lab, idx, level))
+            skipped.append((e.path, e.problem))
     if not parts: raise DataError(folder, f'no usable volume ({len(skipped)} skipped)')
-    subjects = sorted({p[0] for p in parts})
-    per_subj_class = [table[s] for s in subjects] if table else None
-    val = split_subjects(subjects, per_subj_class, val_frac, seed)
-    settings = dict(source=str(folder), res=res, axis=axis, n_classes=len(class_names), label='csv' if table else 'level',
-                    labels_csv=str(labels_csv) if labels_csv else None, val_frac=val_frac, seed=seed, min_brain=min_brain,
-                    pct=list(pct), pattern=pattern, files=len(files), skipped=skipped)
-    return SliceData(torch.cat([p[1] for p in parts]), torch.from_numpy(np.concatenate([p[2] for p in parts]).astype(np.int64)),
-                     [p[0] for p in parts for _ in range(len(p[1]))], class_names,
-                     ['val' if p[0] in val else 'train' for p in parts for _ in range(len(p[1]))], settings,
-                     torch.from_numpy(np.concatenate([p[3] for p in parts]).astype(np.int64)),
-                     torch.from_numpy(np.concatenate([p[4] for p in parts]).astype(np.float32)))
+    val = split_subjects([j['subject'] for j, _ in parts], [j['cls'] for j, _ in parts] if label == 'csv' else None, val_frac, seed)
+    cat = lambda k, dt: torch.from_numpy(np.concatenate([r[k] for _, r in parts]).astype(dt))
+    return SliceData(torch.cat([r['x'] for _, r in parts]), cat('labels', np.int64), [j['subject'] for j, r in parts for _ in range(len(r['x']))],
+                     names, ['val' if j['subject'] in val else 'train' for j, r in parts for _ in range(len(r['x']))], dict(s, skipped=skipped),
+                     cat('slice_index', np.int64), cat('level', np.float32))
+
+# %% ../nbs/00_data.ipynb #a11db9e4
+def slice_job(job:dict, # from `plan_folder` (or a single volume: subject, image)
+              s:dict, # settings: res, axis, fov_mm, slice_mm, min_brain, pct, label, n_classes, tumour_mm2
+             )->dict:
+    "Slices and labels of one job: the unit of work of every build, in memory or on disk."
+    if job.get('problem'): raise DataError(job['image'], job['problem'])
+    r = subject_slices(job['image'], job.get('seg'), s['res'], s['axis'], s['fov_mm'], s['slice_mm'], s['min_brain'], tuple(s['pct']))
+    n = len(r['x'])
+    if s['label'] == 'tumour': lab = (r['tumour_mm2'] >= s['tumour_mm2']).astype(np.int64)
+    elif s['label'] == 'csv': lab = np.full(n, job['cls'], np.int64)
+    else: lab = level_labels(r['level'], s['n_classes'])
+    return dict(r, labels=lab)
 
 # %% ../nbs/00_data.ipynb #620a5620
 _CACHE_FORMAT = 'mri_diffusion_nb.slices/1'
 
+def _clean_stale(path:Path):
+    "Remove temporary files of `path` left by killed writers; a live writer holds a lock on its own."
+    if fcntl is None: return
+    for p in path.parent.glob(f'{TEMP_PREFIX}{path.name}-*'):
+        try: fd = os.open(p, os.O_RDONLY)
+        except OSError: continue
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); p.unlink(missing_ok=True)
+        except OSError: pass
+        finally: os.close(fd)
+
+@contextmanager
+def _held(tmp:Path):
+    "Hold a lock on a temporary file while it is written, so that `_clean_stale` leaves it alone."
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        if fcntl is not None: fcntl.flock(fd, fcntl.LOCK_EX)
+        yield tmp
+    finally: os.close(fd)
+
+# %% ../nbs/00_data.ipynb #12b59e08
 def save_cache(data:SliceData, path)->Path:
-    "Write a `SliceData` to a safetensors file, atomically."
+    "Write a `SliceData` to a safetensors file, atomically; temporary files of killed writers are removed first."
     path = Path(path)
-    subj_ids = sorted(set(data.subjects))
+    if path.parent.is_dir(): _clean_stale(path)
+    subj_ids = sorted(set(data.subjects)); at = {s: i for i, s in enumerate(subj_ids)}
     tensors = dict(images=data.images.float().contiguous(), labels=data.labels.long().contiguous(),
                    split=torch.tensor([s == 'val' for s in data.split], dtype=torch.uint8),
-                   subject_index=torch.tensor([subj_ids.index(s) for s in data.subjects], dtype=torch.int64))
+                   subject_index=torch.tensor([at[s] for s in data.subjects], dtype=torch.int64))
     if data.slice_index is not None: tensors['slice_index'] = data.slice_index.long().contiguous()
     if data.level is not None: tensors['level'] = data.level.float().contiguous()
     meta = dict(format=_CACHE_FORMAT, class_names=json.dumps(list(data.class_names)), subjects=json.dumps(subj_ids),
                 settings=json.dumps(data.settings))
-    with atomic_path(path) as tmp: save_file(tensors, str(tmp), metadata=meta)
+    with atomic_path(path) as tmp, _held(tmp): save_file(tensors, str(tmp), metadata=meta)
     return path
 
+# %% ../nbs/00_data.ipynb #592a5706
 def load_cache(path)->SliceData:
-    "Read a slice cache written by `save_cache` (no pickle involved)."
+    "Read a slice cache written by `save_cache` (no pickle involved); a damaged one is a one-line `DataError`."
     path = Path(path)
     if not path.is_file(): raise DataError(path, 'cache file not found')
     try:
@@ -361,10 +571,17 @@ def load_cache(path)->SliceData:
             meta = f.metadata() or {}
             t = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e: raise DataError(path, f'not a slice cache ({_why(e)})') from None
-    if meta.get('format') != _CACHE_FORMAT or 'images' not in t: raise DataError(path, 'not a slice cache written by mri-diffusion data')
-    subj_ids = json.loads(meta['subjects'])
-    return SliceData(t['images'], t['labels'], [subj_ids[i] for i in t['subject_index'].tolist()], json.loads(meta['class_names']),
-                     ['val' if s else 'train' for s in t['split'].tolist()], json.loads(meta['settings']),
+    if meta.get('format') != _CACHE_FORMAT: raise DataError(path, 'not a slice cache written by mri-diffusion data')
+    miss = [k for k in ('images', 'labels', 'split', 'subject_index') if k not in t] + [k for k in ('subjects', 'class_names', 'settings') if k not in meta]
+    if miss: raise DataError(path, f"damaged slice cache, no {', '.join(miss)}; make it again with mri-diffusion data")
+    n = len(t['images'])
+    if t['images'].ndim != 4 or any(len(t[k]) != n for k in ('labels', 'split', 'subject_index')):
+        raise DataError(path, f"damaged slice cache, images {tuple(t['images'].shape)} and per-slice arrays disagree; make it again")
+    try:
+        subj_ids, names, settings = (json.loads(meta[k]) for k in ('subjects', 'class_names', 'settings'))
+        subjects = [subj_ids[i] for i in t['subject_index'].tolist()]
+    except (ValueError, IndexError, KeyError, TypeError) as e: raise DataError(path, f'damaged slice cache ({_why(e)}); make it again') from None
+    return SliceData(t['images'], t['labels'], subjects, names, ['val' if s else 'train' for s in t['split'].tolist()], settings,
                      t.get('slice_index'), t.get('level'))
 
 # %% ../nbs/00_data.ipynb #2b2ea0c8
@@ -401,6 +618,7 @@ def to_png(img:np.ndarray|torch.Tensor, # 2D image in [-1, 1]
     buf = io.BytesIO(); im.save(buf, format='PNG')
     return buf.getvalue()
 
+# %% ../nbs/00_data.ipynb #d1d11e5c
 def slice_browser(volumes:dict, # name -> `Volume` (or path)
                   res:int=128, # display size
                   axis:str='axial', # slicing direction

@@ -36,3 +36,53 @@ def write_cohort(folder, base, n=6, seed=0, nested=False):
     csv = folder.parent/f'{folder.name}_labels.csv'
     csv.write_text('\n'.join(rows) + '\n')
     return csv
+
+# --- IXI-like and BraTS-like folders (the data engineer's fixtures; issue 12) ---
+
+def _regrid(base, zooms, src=3.):
+    "Resample `base` (isotropic `src` mm) to voxel sizes `zooms` with linear interpolation."
+    from scipy.ndimage import zoom
+    return zoom(base, [src/z for z in zooms], order=1).astype(np.float32)
+
+def write_ixi(folder, base, n=6, seed=0):
+    "IXI-like flat folder: anisotropic voxels, different fields of view, LAS and oblique affines, and a demographics CSV."
+    rng = np.random.default_rng(seed)
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    rows, ages = ['subject,AGE,SEX_ID'], [25.5, 34, 47.2, 58, 66.1, 77, 30, 62][:n]
+    for i in range(n):
+        zooms = [(3.6, 2.82, 2.82), (3., 3., 3.), (2.82, 3.6, 2.82)][i % 3]
+        v = _regrid(base, zooms)*rng.uniform(200, 900)
+        v = np.pad(v, [(int(rng.integers(0, 8)), int(rng.integers(0, 8)))]*3)      # different fields of view
+        aff = np.diag([*zooms, 1.]); aff[:3, 3] = -np.array(v.shape)*zooms/2
+        if i % 3 == 1:                                                            # LAS
+            flip = np.diag([-1., 1, 1, 1]); flip[0, 3] = v.shape[0] - 1; v, aff = v[::-1].copy(), aff @ flip
+        if i % 3 == 2:                                                            # oblique: 12 degrees about S
+            t = np.deg2rad(12); r = np.eye(4); r[:2, :2] = [[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]; aff = r @ aff
+        name = f'IXI{i:03d}-Guys-{1000 + i}-T1'
+        nib.save(nib.Nifti1Image(v, aff), folder/f'{name}.nii.gz')
+        rows.append(f'IXI{i:03d},{ages[i]},{1 + i % 2}')
+    csv = folder.parent/'IXI_demographics.csv'
+    csv.write_text('\n'.join(rows) + '\n')
+    return csv
+
+def write_brats(root, base, n=4, radius=4, seed=0):
+    "BraTS-like folder `root/S/S_{t1,t1ce,t2,flair,seg}.nii.gz` (3 mm); odd subjects have a tumour ball of `radius` voxels. Returns {subject: ball centre or None}."
+    rng = np.random.default_rng(seed); aff = np.diag([3., 3, 3, 1]); out = {}
+    g = np.meshgrid(*[np.arange(k) for k in base.shape], indexing='ij')
+    for i in range(n):
+        s = f'BraTS_{i:03d}'; (Path(root)/s).mkdir(parents=True, exist_ok=True)
+        seg, c = np.zeros(base.shape, np.int16), None
+        if i % 2:
+            c = [k//2 + int(rng.integers(-3, 4)) for k in base.shape]
+            seg[sum((a - b)**2 for a, b in zip(g, c)) <= radius**2] = 4
+        for m, v in dict(t1=base*500, t1ce=base*600, t2=(base.max() - base)*400, flair=base*300, seg=seg).items():
+            nib.save(nib.Nifti1Image(np.asarray(v, np.int16 if m == 'seg' else np.float32), aff), Path(root)/s/f'{s}_{m}.nii.gz')
+        out[s] = c
+    return out
+
+def pytest_collection_modifyitems(config, items):
+    "Tests marked `slow` (minutes on a 2-core CPU) run only with RUN_SLOW=1."
+    if os.environ.get('RUN_SLOW') == '1': return
+    skip = pytest.mark.skip(reason='slow: set RUN_SLOW=1 to run it')
+    for item in items:
+        if 'slow' in item.keywords: item.add_marker(skip)
