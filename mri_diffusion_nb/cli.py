@@ -8,14 +8,20 @@ import argparse, os, sys, time
 import torch
 from pathlib import Path
 from .data import DataError, SliceData, atomic_path, show_grid, folder_slices, mni152_slices, save_cache, load_cache, volume_slices
-from .training import ConfigError, TrainingError, TrainConfig, TRAIN_PRESETS, latest_checkpoint, train, train_config
-from .sampling import SAMPLERS, DiffusionModel, generate, load_model, sample
+from .store import build_store, open_data, plan_source
+from dataclasses import replace
+from .training import ConfigError, TrainingError, TrainConfig, TRAIN_PRESETS, latest_checkpoint, resume_config, run_config, train, train_config
+from .sampling import SAMPLERS, DiffusionModel, as_device, generate, load_model, sample, check_sampling
 from .metrics import WeightsError, evaluate, evaluate_groups, load_classifier, load_fake_dir, train_classifier, write_report
 from .files import FileError, os_problem
+import shutil
+from .metrics import MANIFEST_COLUMNS, check_report_dir, clean_report_temps, fake_dir_size
+from .files import check_writable, output_lock
+from contextlib import contextmanager
 
 # %% auto #0
-__all__ = ['UsageError', 'make_data', 'summary_table', 'cmd_data', 'cmd_train', 'cmd_sample', 'summary_lines', 'cmd_evaluate',
-           'run_demo', 'cmd_demo', 'main']
+__all__ = ['UsageError', 'data_options', 'make_data', 'summary_table', 'cmd_data', 'cmd_train', 'cmd_sample', 'summary_lines',
+           'cmd_evaluate', 'run_demo', 'cmd_demo', 'cmd_reader_study', 'cmd_utility', 'main']
 
 # %% ../nbs/09_cli.ipynb #e089faa1
 class UsageError(ValueError):
@@ -27,30 +33,37 @@ def _fail(cmd:str, e:BaseException)->int:
     return 2
 
 # %% ../nbs/09_cli.ipynb #82afc5ac
-def make_data(source:str='mni152', # 'mni152', a NIfTI file, or a folder of volumes
-              labels:str|None=None, # optional `subject,class` CSV (folders only)
-              res:int=64, # image size
-              n_classes:int=4, # anatomical-level classes (without a CSV)
-              val_every:int=5, # built-in or single file: every k-th slice held out
-              val_frac:float=0.2, # folder: share of subjects held out
-              axis:str='axial', # slicing direction
-              on_error:str='raise', # folder: 'raise' or 'skip' bad files
-              seed:int=0, # split seed
-              progress:bool|None=None, # progress bar: None shows it on a terminal only
-             )->SliceData:
-    "Build the slice dataset the `data` subcommand caches."
-    if res < 8: raise UsageError(f"--res must be at least 8, got {res}")
-    if n_classes < 1: raise UsageError(f"--n-classes must be at least 1, got {n_classes}")
-    if source == 'mni152':
-        if labels: raise UsageError('--labels needs a folder of subjects, not the built-in template')
-        return mni152_slices(res=res, n_classes=n_classes, val_every=val_every, axis=axis)
-    p = Path(source)
-    if p.is_dir(): return folder_slices(p, labels, res=res, n_classes=n_classes, val_frac=val_frac, seed=seed, axis=axis,
-                                       on_error=on_error, progress=progress)
-    if labels: raise UsageError('--labels needs a folder of subjects, not a single file')
-    return volume_slices(p, res=res, n_classes=n_classes, val_every=val_every, axis=axis)
+def data_options(a)->dict:
+    "The `data` subcommand's options, checked, as keyword arguments of `store.plan_source`."
+    if not 8 <= a.res <= 1024: raise UsageError(f"--res must be between 8 and 1024, got {a.res}")
+    if a.n_classes < 1: raise UsageError(f"--n-classes must be at least 1, got {a.n_classes}")
+    fov = a.fov_mm if a.pixel_mm is None else a.pixel_mm*a.res
+    if not 10 <= fov <= 1000: raise UsageError(f"field of view must be between 10 and 1000 mm, got {fov:g} (--fov-mm, or --pixel-mm x --res)")
+    if not 0.1 <= a.slice_mm <= 20: raise UsageError(f"--slice-mm must be between 0.1 and 20, got {a.slice_mm}")
+    if a.tumour_mm2 < 0: raise UsageError(f"--tumour-mm2 must be at least 0, got {a.tumour_mm2}")
+    try: bins = sorted(float(b) for b in a.bins.split(',')) if a.bins else None
+    except ValueError: raise UsageError(f"--bins must be comma-separated numbers, e.g. 40,60; got {a.bins!r}") from None
+    if a.source == 'mni152' and (a.labels or a.modality): raise UsageError('--labels and --modality need a folder of subjects, not the built-in template')
+    return dict(res=a.res, axis=a.axis, fov_mm=fov, slice_mm=a.slice_mm, n_classes=a.n_classes, val_every=a.val_every, val_frac=a.val_frac,
+                seed=a.seed, labels_csv=a.labels, label_column=a.label_column, subject_column=a.subject_column, bins=bins,
+                pattern=a.pattern, exclude=a.exclude or [], modality=a.modality, label=a.classes, tumour_mm2=a.tumour_mm2)
 
-def summary_table(data:SliceData)->str:
+def make_data(source:str='mni152', # 'mni152', a NIfTI file, or a folder of volumes
+              progress:bool|None=None, # progress bar: None shows it on a terminal only
+              on_error:str='raise', # folder: 'raise' or 'skip' bad files
+              **opts, # `data_options`
+             )->SliceData:
+    "The slices in memory, for the first release's single-file cache (small data only)."
+    g = dict(res=opts['res'], axis=opts['axis'], fov_mm=opts['fov_mm'], slice_mm=opts['slice_mm'])
+    if source == 'mni152': return mni152_slices(n_classes=opts['n_classes'], val_every=opts['val_every'], **g)
+    p = Path(source)
+    if p.is_dir():
+        keep = ('labels_csv', 'n_classes', 'val_frac', 'seed', 'pattern', 'exclude', 'modality', 'label', 'label_column', 'subject_column', 'bins', 'tumour_mm2')
+        return folder_slices(p, **g, **{k: opts[k] for k in keep}, on_error=on_error, progress=progress)
+    if opts.get('labels_csv') or opts.get('modality'): raise UsageError('--labels and --modality need a folder of subjects, not a single file')
+    return volume_slices(p, n_classes=opts['n_classes'], val_every=opts['val_every'], **g)
+
+def summary_table(data)->str:
     "Slices per class and split, as aligned text."
     rows = [(name, c['train'], c['val']) for name, c in data.counts().items()]
     w = max(len('class'), *(len(r[0]) for r in rows))
@@ -59,14 +72,21 @@ def summary_table(data:SliceData)->str:
     return '\n'.join(lines)
 
 def cmd_data(a)->int:
-    out = Path(a.out)
-    if out.is_dir(): raise UsageError(f"{out}: is a folder, --out needs a file path")
-    t0 = time.time()
-    data = make_data(a.source, a.labels, a.res, a.n_classes, a.val_every, a.val_frac, a.axis, a.on_error, a.seed)
+    out, opts, t0 = Path(a.out), data_options(a), time.time()
+    if a.workers < 1: raise UsageError(f"--workers must be at least 1, got {a.workers}")
+    if out.suffix == '.safetensors':  # the first release's single file: everything in memory
+        if out.is_dir(): raise UsageError(f"{out}: is a folder, a .safetensors --out needs a file path")
+        data = make_data(a.source, on_error=a.on_error, **opts)
+        save_cache(data, out)
+    else:
+        jobs, names, s = plan_source(a.source, dtype=a.dtype, **opts)
+        build_store(jobs, out, s, names, workers=a.workers, progress=None, on_error=a.on_error)
+        data = open_data(out)
     for f, why in data.settings.get('skipped', []): print(f"skipped {f}: {why}")
     print(summary_table(data))
-    save_cache(data, out)
-    print(f"wrote {out} ({len(data)} slices of {data.res}x{data.res}, {len(set(data.subjects))} subjects, {time.time()-t0:.1f} s)")
+    st = data.settings
+    print(f"wrote {out} ({len(data)} slices of {data.res}x{data.res} at {st['pixel_mm']:.3g} mm/pixel, field of view {st['fov_mm']:g} mm, "
+          f"{len(set(data.subjects))} subjects, {time.time()-t0:.1f} s)")
     return 0
 
 # %% ../nbs/09_cli.ipynb #1cbe839c
@@ -75,21 +95,18 @@ def _grid_sampler(model, classes, schedule, guidance):
     return sample(model, classes=classes, schedule=schedule, guidance=guidance, sampler='dpm-sde', steps=20, autocast=True)
 
 def cmd_train(a)->int:
-    over = {k: v for k, v in dict(steps=a.steps, batch_size=a.batch_size, lr=a.lr, mixed_precision=a.mixed_precision, p_uncond=a.p_uncond,
-                                  ckpt_every=a.ckpt_every, sample_every=a.sample_every, seed=a.seed).items() if v is not None}
+    given = dict(steps=a.steps, batch_size=a.batch_size, grad_accum=a.grad_accum, grad_checkpointing=a.grad_checkpointing, lr=a.lr,
+                 mixed_precision=a.mixed_precision, p_uncond=a.p_uncond, dropout=a.dropout, augment=a.augment, ckpt_every=a.ckpt_every,
+                 log_every=a.log_every, sample_every=a.sample_every, seed=a.seed, workers=a.workers, preset=a.preset, data=a.data)
+    over = {k: v for k, v in given.items() if v is not None}
     out = Path(a.out)
     if out.exists() and not out.is_dir(): raise UsageError(f"{out}: is a file, --out needs a run directory")
-    if a.resume:
-        ck = latest_checkpoint(out)
-        if ck is None: raise ConfigError(f"{out}: no complete checkpoint to resume from")
-        cfg = TrainConfig.from_json((ck/'config.json').read_text())
-        for k in ('steps', 'ckpt_every', 'sample_every'):
-            if k in over: setattr(cfg, k, over[k])
-        print(f"resuming {out} from {ck.name} (step {int(ck.name.split('-')[1])} of {cfg.steps})")
-    else:
-        cfg = train_config(a.preset, data=a.data, out=str(out), **over)
+    if a.resume:  # the run's own settings; a change that would alter its trajectory is refused in one line
+        saved = run_config(out)
+        cfg = resume_config(saved, replace(saved, **over))
+    else: cfg = train_config(over.pop('preset', 'tiny'), out=str(out), **over)
     t0 = time.time()
-    run_dir = train(cfg, resume=a.resume, sample_fn=_grid_sampler, progress=None)
+    run_dir = train(cfg, resume=a.resume, sample_fn=_grid_sampler, progress=None, log=print, device=a.device)
     done = latest_checkpoint(run_dir)
     print(f"wrote {run_dir} (checkpoint {done.name}, {time.time() - t0:.0f} s); sample with: mri-diffusion sample --model {run_dir} --out DIR")
     return 0
@@ -101,31 +118,44 @@ def cmd_sample(a)->int:
     formats = tuple(f.strip() for f in a.format.split(',') if f.strip())
     if a.sampler not in SAMPLERS: raise UsageError(f"unknown sampler {a.sampler!r} (choose from {', '.join(SAMPLERS)})")
     if a.steps is not None and a.steps < 1: raise UsageError(f"--steps must be at least 1, got {a.steps}")
-    if a.guidance < 0: raise UsageError(f"--guidance must be at least 0, got {a.guidance}")
-    if a.n < 1: raise UsageError(f"--n must be at least 1, got {a.n}")
-    model = load_model(a.model)
+    try: check_sampling(n=a.n, guidance=a.guidance, seed=a.seed, batch_size=a.batch_size, net_batch=a.net_batch, flags=True)
+    except ValueError as e: raise UsageError(str(e)) from None
+    model = load_model(a.model, device=a.device)
     if a.cls is not None and not 0 <= a.cls < model.n_classes:
         raise UsageError(f"unknown class {a.cls} (the model has classes 0 to {model.n_classes - 1}: {', '.join(model.class_names)})")
     r = generate(model, out, n=a.n, classes=a.cls, guidance=a.guidance, sampler=a.sampler, steps=a.steps, seed=a.seed, formats=formats,
-                 bits=a.bits, batch_size=a.batch_size, progress=None, autocast=a.bf16)
-    print(f"wrote {r['written']} new images to {out} ({r['total']} of {a.n} in manifest.csv, {r['images_per_s']:.2f} images/s)")
+                 bits=a.bits, batch_size=a.batch_size, net_batch=a.net_batch, progress=None, autocast=a.bf16)
+    print(f"wrote {r['written']} new images to {out} ({r['total']} of {a.n} in manifest.csv, {r['images_per_s']:.2f} images/s on {model.device})")
     return 0
 
 # %% ../nbs/09_cli.ipynb #d0a07087
-def _real_for(real:str, res:int)->SliceData:
-    "Real slices: a cache file, or the built-in template at `res`."
-    if real == 'mni152': return mni152_slices(res=res)
-    p = Path(real)
-    if not p.exists(): raise DataError(p, 'real data file not found (make one with mri-diffusion data)')
-    return load_cache(p)
+def _real_for(real:str, res:int):
+    "Real slices for `evaluate`: the built-in template at `res`, a store folder or an old cache file (images read lazily)."
+    return open_data(real, res=res if real == 'mni152' else None)
 
+def _eval_device(name:str|None)->torch.device:
+    "The `--device` of `evaluate`: CUDA when available unless told; one-line `UsageError` for a bad or absent device."
+    if name is None: return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try: dev = torch.device(name)
+    except (RuntimeError, ValueError): raise UsageError(f"--device {name}: not a device (cpu, cuda, cuda:1, ...)") from None
+    if dev.type == 'cuda' and not torch.cuda.is_available(): raise UsageError(f"--device {name}: CUDA is not available on this machine")
+    if dev.type == 'cuda' and dev.index is not None and dev.index >= torch.cuda.device_count(): raise UsageError(f"--device {name}: no such GPU")
+    return dev
+
+# %% ../nbs/09_cli.ipynb #e922e3c7
 def summary_lines(rep:dict)->list:
     "The headline figures of an evaluation report, one line each."
     g = ', '.join(f"{k} {v}" for k, v in rep.get('group', {}).items())
     out = [f"[{g}]" if g else '[all]']
     f = rep['protocol']['feature']
-    out.append(f"  FID {rep['fid']['value']:.4g}, KID {rep['kid']['mean']:.4g} ± {rep['kid']['std']:.2g}"
-               + (f" (real floor FID {rep['floor']['fid']:.4g})" if 'floor' in rep else '') + f"  [{f['network']}]")
+    if rep['fid']['value'] is None:
+        out.append(f"  FID/KID unavailable: {rep['fid']['reason']}")
+    else: out.append(f"  FID {rep['fid']['value']:.4g}, KID {rep['kid']['mean']:.4g} ± {rep['kid']['std']:.2g}"
+                     + (f" (real floor FID {rep['floor']['fid']:.4g})" if 'floor' in rep else '') + f"  [{f['network']}]")
+    if 'standin' in rep:
+        s = rep['standin']
+        out.append(f"  stand-in FID {s['fid']['value']:.4g}, KID {s['kid']['mean']:.4g} ± {s['kid']['std']:.2g}"
+                   + (f" (real floor {s['floor']['fid']:.4g})" if 'floor' in s else '') + '  [STAND-IN random CNN, not comparable to published FID]')
     if 'class_adherence' in rep:
         ca = rep['class_adherence']
         out.append(f"  class adherence {ca['accuracy']:.1%} (" + ', '.join(f"{n} {v['accuracy']:.0%}" for n, v in ca['per_class'].items()) + ')')
@@ -136,16 +166,14 @@ def summary_lines(rep:dict)->list:
         out.append(f"  memorization: {m['closer_share']:.0%} of samples closer to a training slice than {1 - m['expected_for_real']:.0%} of held-out real slices are")
     return out
 
-def cmd_evaluate(a)->int:
-    fake_dir = Path(a.fake)
-    if not fake_dir.is_dir(): raise DataError(fake_dir, 'folder of generated images not found')
-    out = Path(a.out)
-    if out.exists() and not out.is_dir(): raise UsageError(f"{out}: is a file, --out needs a folder")
-    probe = load_fake_dir(fake_dir, progress=False)
-    real = _real_for(a.real, probe.images.shape[-1])
-    fake = load_fake_dir(fake_dir, class_names=real.class_names, progress=None)
-    clf = load_classifier(a.classifier) if a.classifier else train_classifier(real, progress=None)
-    kw = dict(feature=a.feature, weights=a.weights, download=not a.offline, classifier=clf, progress=None)
+# %% ../nbs/09_cli.ipynb #b47b3b0e
+def _evaluate_into(a, out:Path, dev:torch.device, res:int)->tuple:
+    "The evaluation behind `cmd_evaluate`, run while `out` is locked: every PNG read once, the report written as one set."
+    clean_report_temps(out); check_report_dir(out)
+    real = _real_for(a.real, res)
+    fake = load_fake_dir(a.fake, class_names=real.class_names, progress=None)
+    clf = load_classifier(a.classifier, device=dev) if a.classifier else train_classifier(real, progress=None, device=dev)
+    kw = dict(feature=a.feature, weights=a.weights, download=not a.offline, classifier=clf, progress=None, device=dev, strict=a.strict)
     values = {r.get(a.by) for r in fake.rows}
     if len(values) > 1:
         reports = evaluate_groups(real, fake, by=a.by, **kw)
@@ -153,31 +181,56 @@ def cmd_evaluate(a)->int:
     else:
         reports = [evaluate(real, fake.images, fake.labels, group={a.by: next(iter(values))} if values != {None} else None, **kw)]
         write_report(reports[0], out)
+    return reports, len(fake), len(real)
+
+def cmd_evaluate(a)->int:
+    fake_dir, out = Path(a.fake), Path(a.out)
+    if not fake_dir.is_dir(): raise DataError(fake_dir, 'folder of generated images not found')
+    if a.by not in MANIFEST_COLUMNS: raise UsageError(f"--by {a.by}: not a manifest column (choose from {', '.join(MANIFEST_COLUMNS)})")
+    check_writable(out); check_report_dir(out)  # before any computation
+    dev, (h, w) = _eval_device(a.device), fake_dir_size(fake_dir)  # the first image's header: too-small images fail here
+    created = not out.exists()
+    try:
+        with output_lock(out, command='mri-diffusion evaluate'): reports, n_fake, n_real = _evaluate_into(a, out, dev, w)
+    except BaseException:
+        if created and out.is_dir() and {p.name for p in out.iterdir()} <= {'.lock'}: shutil.rmtree(out, ignore_errors=True)  # nothing written: leave nothing
+        raise
     for r in reports: print('\n'.join(summary_lines(r)))
-    print(f"wrote {out/'report.md'} and {out/'report.json'} ({len(fake)} generated vs {len(real)} real slices)")
+    print(f"wrote {out/'report.md'} and {out/'report.json'} ({n_fake} generated vs {n_real} real slices, on {dev})")
     return 0
 
 # %% ../nbs/09_cli.ipynb #12d448aa
+@contextmanager
+def _accelerate_cpu(on:bool):
+    "Make Accelerate (which places training) use the CPU while `on`, as `accelerate launch --cpu` does."
+    old = os.environ.get('ACCELERATE_USE_CPU')
+    if on: os.environ['ACCELERATE_USE_CPU'] = 'true'
+    try: yield
+    finally:
+        if on and old is None: os.environ.pop('ACCELERATE_USE_CPU', None)
+        elif on: os.environ['ACCELERATE_USE_CPU'] = old
+
 def run_demo(out='mri-diffusion-demo', # output folder
              train_first:bool=False, # train a fresh demo-sized model first instead of using the shipped one
              train_steps:int=300, # steps for `train_first`
              per_class:int=8, # images per class
              guidance:float=7.0, sampler:str='dpm-sde', steps:int=20, seed:int=0,
              progress:bool|None=None, # progress bars (None: on a terminal)
+             device=None, # 'cuda', 'cuda:N' or 'cpu' for sampling and evaluation (default: CUDA when available)
              log=print, # where to report
             )->dict:
     "Generate, export and evaluate with the demo model; returns the evaluation report."
-    out = Path(out)
+    out, dev = Path(out), as_device(device)
     if out.exists() and not out.is_dir(): raise UsageError(f"{out}: is a file, --out needs a folder")
     t0 = time.time()
     if train_first:
         run = out/'run'
         if latest_checkpoint(run) is not None: raise UsageError(f"{run}: already holds a run; remove it or choose another --out")
         cfg = train_config('demo', out=str(run), steps=train_steps, ckpt_every=train_steps, sample_every=0, warmup=min(100, train_steps//5), lr=1e-3)
-        train(cfg, sample_fn=_grid_sampler, progress=progress)
-        model = load_model(run)
+        with _accelerate_cpu(dev.type == 'cpu'): train(cfg, sample_fn=_grid_sampler, progress=progress)
+        model = load_model(run, device=dev)
         log(f"trained {run} for {train_steps} steps in {time.time() - t0:.0f} s")
-    else: model = load_model('demo')
+    else: model = load_model('demo', device=dev)
     n = per_class*model.n_classes
     classes = torch.arange(model.n_classes).repeat_interleave(per_class)
     r = generate(model, out/'samples', n=n, classes=classes, guidance=guidance, sampler=sampler, steps=steps, seed=seed,
@@ -190,15 +243,57 @@ def run_demo(out='mri-diffusion-demo', # output folder
     plt.close(fig)
     log(f"wrote {r['total']} slices as PNG, NIfTI and DICOM to {out/'samples'} ({r['images_per_s']:.2f} images/s) and the grid {out/'grid.png'}")
     real = mni152_slices(res=model.res)
-    clf = train_classifier(real, progress=progress)
-    rep = evaluate(real, fake.images, fake.labels, feature='standin', classifier=clf, group=dict(guidance=guidance, sampler=f"{sampler}-{steps}"), progress=False)
+    clf = train_classifier(real, progress=progress, device=dev)
+    rep = evaluate(real, fake.images, fake.labels, feature='standin', classifier=clf, group=dict(guidance=guidance, sampler=f"{sampler}-{steps}"), progress=False, device=dev)
     write_report(rep, out/'report')
     for line in summary_lines(rep): log(line)
     log(f"wrote {out/'report'/'report.md'}; total {time.time() - t0:.0f} s")
     return rep
 
 def cmd_demo(a)->int:
-    run_demo(a.out, train_first=a.train, train_steps=a.train_steps)
+    try: dev = as_device(a.device)
+    except ValueError as e: raise UsageError(f"--device: {e}") from None
+    run_demo(a.out, train_first=a.train, train_steps=a.train_steps, device=dev)
+    return 0
+
+# %% ../nbs/09_cli.ipynb #4b227441
+from .reader_study import load_answers, load_key, make_study, score_study, write_score_report
+from .utility import utility_experiment, utility_markdown, write_utility_report
+
+# %% ../nbs/09_cli.ipynb #01475fb8
+def cmd_reader_study(a)->int:
+    if a.action == 'make':
+        if a.n < 2 or a.n % 2: raise UsageError(f"--n must be an even number of at least 2 (half real, half generated), got {a.n}")
+        if a.display < 64: raise UsageError(f"--display must be at least 64 pixels, got {a.display}")
+        key = make_study(a.real, a.fake, a.out, n=a.n, seed=a.seed, key=a.key, display=a.display)
+        kp = Path(a.key) if a.key else Path(a.out).parent/f'{Path(a.out).name}_KEY.json'
+        print(f"wrote {Path(a.out)/'index.html'} ({key['n']} images of {key['image_size']}x{key['image_size']}, "
+              f"{sum(i['truth'] == 'real' for i in key['items'])} real) and the truth key {kp} (keep it from the readers)")
+        return 0
+    key = load_key(a.study, a.key)
+    answers = [load_answers(f, key) for f in a.answers]
+    rep = score_study(key, answers)
+    write_score_report(rep, a.out)
+    s = rep['pooled']; lo, hi = s['accuracy_ci95']
+    print(f"{len(answers)} reader(s), {s['n']} answers: accuracy {s['accuracy']:.1%} (95% CI {lo:.1%}-{hi:.1%}, binomial p {s['p_binomial']:.3g}), "
+          f"sensitivity {s['sensitivity']:.1%}, specificity {s['specificity']:.1%}, AUC {s['auc']:.3f}")
+    print(f"wrote {Path(a.out)/'report.md'}, report.json and scores.png")
+    return 0
+
+# %% ../nbs/09_cli.ipynb #444183e9
+def cmd_utility(a)->int:
+    try: fr = tuple(float(f) for f in a.fractions.split(',') if f.strip())
+    except ValueError: raise UsageError(f"--fractions must be comma-separated numbers, got {a.fractions!r}") from None
+    if not fr or not all(0 < f < 1 for f in fr): raise UsageError(f"--fractions must lie strictly between 0 and 1, got {a.fractions!r}")
+    if a.seeds < 1: raise UsageError(f"--seeds must be at least 1, got {a.seeds}")
+    if a.steps < 1: raise UsageError(f"--steps must be at least 1, got {a.steps}")
+    out = Path(a.out)
+    if out.exists() and not out.is_dir(): raise UsageError(f"{out}: is a file, --out needs a folder")
+    rep = utility_experiment(a.real, a.fake, fractions=fr, seeds=tuple(range(a.seed, a.seed + a.seeds)), steps=a.steps, res=a.res,
+                             device=a.device, progress=None)
+    write_utility_report(rep, out)
+    print('\n'.join(l for l in utility_markdown(rep).splitlines() if l.startswith('| ') and not l.startswith('| condition | equivalent')))
+    print(f"wrote {out/'report.md'}, report.json and utility.png ({len(rep['runs'])} classifiers, {rep['protocol']['seconds']:.0f} s)")
     return 0
 
 # %% ../nbs/09_cli.ipynb #d0ec8f32
@@ -209,33 +304,53 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser()->argparse.ArgumentParser:
     p = _Parser(prog='mri-diffusion', description='Synthetic brain MRI with class-conditional diffusion and classifier-free guidance.')
-    sub = p.add_subparsers(dest='cmd', required=True, metavar='{data,train,sample,evaluate,demo}')
-    d = sub.add_parser('data', help='slice NIfTI volumes into a training cache')
-    d.add_argument('--source', default='mni152', help="'mni152' (built in), a NIfTI file, or a folder of .nii/.nii.gz volumes")
-    d.add_argument('--labels', help='CSV with columns subject,class (folders only)')
-    d.add_argument('--res', type=int, default=64, help='image size in pixels (default 64)')
-    d.add_argument('--n-classes', type=int, default=4, help='anatomical-level classes when no CSV is given (default 4)')
+    sub = p.add_subparsers(dest='cmd', required=True, metavar='{data,train,sample,evaluate,reader-study,utility,demo}')
+    d = sub.add_parser('data', help='slice NIfTI volumes into a slice store (a folder of memory-mapped shards)')
+    d.add_argument('--source', default='mni152', help="'mni152' (built in), a NIfTI file, or a folder of volumes (.nii, .nii.gz, .hdr)")
+    d.add_argument('--pattern', default='**/*', help="glob of image files under the folder (default all volumes; seg maps never count)")
+    d.add_argument('--exclude', action='append', help='glob of files to leave out (repeatable)')
+    d.add_argument('--modality', choices=['t1', 't1ce', 't2', 'flair'], help='BraTS-style folder: the contrast to slice')
+    d.add_argument('--labels', help='CSV of classes per subject (folders only)')
+    d.add_argument('--label-column', default='class', help="CSV column with the class or number (default 'class'; IXI: AGE)")
+    d.add_argument('--subject-column', default='subject', help="CSV column with the subject id (default 'subject')")
+    d.add_argument('--bins', help='numeric bin edges for --label-column, e.g. 40,60 for three age groups')
+    d.add_argument('--classes', default='auto', choices=['auto', 'level', 'tumour', 'csv'], help='label rule (default auto: csv if --labels, tumour if seg maps, else level)')
+    d.add_argument('--tumour-mm2', type=float, default=100., help='tumour class when the seg covers at least this area of a slice (default 100 mm²)')
+    d.add_argument('--res', type=int, default=64, help='image size in pixels, 8 to 1024 (default 64)')
+    d.add_argument('--fov-mm', type=float, default=240., help='field of view across the image, mm (default 240)')
+    d.add_argument('--pixel-mm', type=float, help='pixel size in mm (sets the field of view to pixel-mm x res)')
+    d.add_argument('--slice-mm', type=float, default=1., help='spacing between slices, mm (default 1)')
+    d.add_argument('--n-classes', type=int, default=4, help='anatomical-level classes when no CSV or seg maps (default 4)')
     d.add_argument('--val-every', type=int, default=5, help='template or single file: every k-th slice held out (default 5)')
     d.add_argument('--val-frac', type=float, default=0.2, help='folder: share of subjects held out (default 0.2)')
     d.add_argument('--axis', default='axial', choices=['axial', 'coronal', 'sagittal'])
     d.add_argument('--on-error', default='raise', choices=['raise', 'skip'], help='folder: fail on the first bad file (default) or skip bad files')
     d.add_argument('--seed', type=int, default=0)
-    d.add_argument('--out', required=True, help='cache file to write (.safetensors)')
+    d.add_argument('--workers', type=int, default=1, help='worker processes building volumes (default 1)')
+    d.add_argument('--dtype', default='uint8', choices=['uint8', 'uint16', 'float16'], help='storage of the slices (default uint8)')
+    d.add_argument('--out', required=True, help='slice store folder (or a .safetensors file: the single-file cache, small data only)')
     d.set_defaults(func=cmd_data)
 
     t = sub.add_parser('train', help='train a class-conditional U-Net with classifier-free guidance')
-    t.add_argument('--preset', default='tiny', choices=list(TRAIN_PRESETS), help='tiny (tests, 32 px), demo (CPU, 64 px), paper (A100, 256 px)')
-    t.add_argument('--data', default='mni152', help="slice cache from 'mri-diffusion data', or 'mni152' (default)")
+    t.add_argument('--preset', choices=list(TRAIN_PRESETS), help='tiny (tests, 32 px; the default), demo (CPU, 64 px), paper (GPU, 256 px)')
+    t.add_argument('--data', help="slice store or cache from 'mri-diffusion data', or 'mni152' (default)")
     t.add_argument('--out', required=True, help='run directory')
-    t.add_argument('--resume', action='store_true', help='continue from the last complete checkpoint in --out')
+    t.add_argument('--resume', action='store_true', help='continue the run in --out (also a moved or copied one) from its last complete checkpoint')
     t.add_argument('--steps', type=int, help='total optimizer steps (default from the preset)')
-    t.add_argument('--batch-size', type=int, help='images per process per step')
-    t.add_argument('--lr', type=float, help='peak learning rate')
+    t.add_argument('--batch-size', type=int, help='images per process per micro-step (paper: 16, fits a 40 GB GPU)')
+    t.add_argument('--grad-accum', type=int, help='micro-steps per optimizer step; effective batch = batch size x processes x grad-accum (paper: 4)')
+    t.add_argument('--grad-checkpointing', action='store_true', default=None, help='recompute activations in the backward pass: less memory, more compute')
+    t.add_argument('--lr', type=float, help='peak learning rate for the effective batch (paper: 1e-4 at 64; scale it with the effective batch)')
     t.add_argument('--mixed-precision', choices=['no', 'fp16', 'bf16'])
     t.add_argument('--p-uncond', type=float, help='label dropout probability for guidance')
+    t.add_argument('--dropout', type=float, help="dropout in the U-Net's ResNet blocks (default: the preset's; paper 0.1)")
+    t.add_argument('--augment', action=argparse.BooleanOptionalAction, default=None, help="small affine and intensity jitter (default: the preset's)")
     t.add_argument('--ckpt-every', type=int, help='steps between checkpoints')
-    t.add_argument('--sample-every', type=int, help='steps between sample grids')
+    t.add_argument('--log-every', type=int, help='steps between metrics.jsonl lines')
+    t.add_argument('--sample-every', type=int, help='steps between sample grids, plus one at the end (0: no grids)')
+    t.add_argument('--workers', type=int, help='DataLoader worker processes (default 4 with a GPU, else 0)')
     t.add_argument('--seed', type=int)
+    t.add_argument('--device', choices=['cuda', 'cpu'], help='cuda (each process its own GPU) or cpu (default: cuda when available); may differ on resume')
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser('sample', help='generate synthetic slices (PNG, NIfTI, DICOM) with a manifest; resumable')
@@ -249,7 +364,9 @@ def _parser()->argparse.ArgumentParser:
     s.add_argument('--format', default='png', help='comma-separated: png,nifti,dicom (default png)')
     s.add_argument('--bits', type=int, default=8, choices=[8, 16], help='PNG bit depth')
     s.add_argument('--batch-size', type=int, default=16, help='images per batch')
-    s.add_argument('--bf16', action='store_true', help='run the U-Net under bf16 autocast (about 2x faster on a CPU)')
+    s.add_argument('--net-batch', type=int, default=8, help='images per U-Net call, a fixed shape (default 8); images never depend on --batch-size')
+    s.add_argument('--device', help='cuda, cuda:N or cpu (default: cuda when available)')
+    s.add_argument('--bf16', action='store_true', help='run the U-Net under bf16 autocast where the device has bf16 natively (about 2x faster on a CPU with AVX512-BF16 or AMX); fp32 elsewhere')
     s.add_argument('--out', required=True, help='output folder')
     s.set_defaults(func=cmd_sample)
 
@@ -262,16 +379,47 @@ def _parser()->argparse.ArgumentParser:
     e.add_argument('--offline', action='store_true', help='never download weights')
     e.add_argument('--classifier', help='class-adherence classifier (.safetensors); default: train one on the real slices (seconds to minutes)')
     e.add_argument('--by', default='guidance', help='manifest column to group by for a sweep (default guidance)')
+    e.add_argument('--device', help='where features, classifier and nearest-neighbour search run: cpu, cuda, cuda:1 ... (default cuda when available)')
+    e.add_argument('--strict', action='store_true', help='missing Inception weights are an error (default: FID/KID marked unavailable, everything else written)')
     e.set_defaults(func=cmd_evaluate)
 
     m = sub.add_parser('demo', help='the main job: generate with the shipped demo model, export, evaluate (CPU, minutes)')
     m.add_argument('--out', default='mri-diffusion-demo', help='output folder (default ./mri-diffusion-demo)')
     m.add_argument('--train', action='store_true', help='train a fresh demo-sized model for a few minutes first')
     m.add_argument('--train-steps', type=int, default=300, help='steps for --train (default 300)')
+    m.add_argument('--device', help='cuda, cuda:N or cpu (default: cuda when available)')
     m.set_defaults(func=cmd_demo)
+    r = sub.add_parser('reader-study', help='blinded visual Turing test: make a static study page, score readers\' answers')
+    rs = r.add_subparsers(dest='action', required=True, metavar='{make,score}')
+    rm = rs.add_parser('make', help='write a study folder (HTML page + images) and its truth key STUDY_KEY.json beside it')
+    rm.add_argument('--real', default='mni152', help="real slices: a slice store folder or cache file from 'mri-diffusion data', or 'mni152' (default)")
+    rm.add_argument('--fake', required=True, help="folder written by 'mri-diffusion sample' (PNG files and manifest.csv)")
+    rm.add_argument('--n', type=int, default=100, help='images in the study, half real and half generated (default 100)')
+    rm.add_argument('--seed', type=int, help='order seed (default: drawn at random and kept in the key only)')
+    rm.add_argument('--key', help='truth key path (default: STUDY_KEY.json beside the study folder)')
+    rm.add_argument('--display', type=int, default=384, help='on-screen image size in pixels (default 384)')
+    rm.add_argument('--out', required=True, help='study folder to write (must not exist)')
+    rc = rs.add_parser('score', help='score answers files saved from the study page')
+    rc.add_argument('study', help='the study folder (or its key file)')
+    rc.add_argument('answers', nargs='+', help='answers_INITIALS.json files, one per reader')
+    rc.add_argument('--key', help='truth key path (default: STUDY_KEY.json beside the study folder)')
+    rc.add_argument('--out', required=True, help='report folder (report.md, report.json, scores.png)')
+    r.set_defaults(func=cmd_reader_study)
+
+    u = sub.add_parser('utility', help='train on synthetic, test on real: a classifier on real, generated and mixed slices')
+    u.add_argument('--real', default='mni152', help="real slices with a train/val split: store folder, cache file, or 'mni152' (default)")
+    u.add_argument('--fake', required=True, help="folder written by 'mri-diffusion sample' (labels: the intended classes)")
+    u.add_argument('--fractions', default='0.1,0.25,0.5', help='shares of the real training slices (default 0.1,0.25,0.5)')
+    u.add_argument('--seeds', type=int, default=3, help='seeds per condition (default 3)')
+    u.add_argument('--seed', type=int, default=0, help='first seed (default 0)')
+    u.add_argument('--steps', type=int, default=150, help='optimisation steps per classifier, the same for every condition (default 150)')
+    u.add_argument('--res', type=int, default=32, help='classifier input size in pixels (default 32)')
+    u.add_argument('--device', default='cpu', help='where the classifiers train (default cpu)')
+    u.add_argument('--out', required=True, help='report folder (report.md, report.json, utility.png)')
+    u.set_defaults(func=cmd_utility)
     return p
 
-# %% ../nbs/09_cli.ipynb #89eabe5b
+# %% ../nbs/09_cli.ipynb #b4a0ec69
 def main(argv:list|None=None)->int:
     "Run `mri-diffusion`; returns the exit status (0 done, 2 bad input, 130 interrupted)."
     a = _parser().parse_args(argv)
@@ -285,6 +433,6 @@ def main(argv:list|None=None)->int:
         if os.environ.get('MRI_DIFFUSION_DEBUG'): raise
         return _fail(a.cmd, FileError(e.filename, os_problem(e)) if e.filename else e)
 
-# %% ../nbs/09_cli.ipynb #6abe37f7
+# %% ../nbs/09_cli.ipynb #747d0493
 #| eval: false
 if __name__ == '__main__': sys.exit(main())

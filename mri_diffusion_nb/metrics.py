@@ -15,16 +15,50 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from .data import DataError, SliceData, atomic_path, augment, show_grid, _why
+from .files import FileError, atomic_dir
 
 # %% auto #0
 __all__ = ['INCEPTION_FILE', 'INCEPTION_URL', 'INCEPTION_ENV', 'LPIPS_ENV', 'LPIPS_BACKBONES', 'MS_SSIM_BETAS',
-           'MANIFEST_COLUMNS', 'REPORT_FORMAT', 'WeightsError', 'hub_checkpoint_dir', 'resolve_weights',
-           'StandinFeatures', 'GrayInception', 'feature_extractor', 'extract_features', 'frechet_distance',
-           'gaussian_stats', 'fid_kid', 'ssim', 'ms_ssim_scales', 'ms_ssim', 'psnr', 'lpips_model', 'lpips_distance',
-           'reconstruction_metrics', 'pairwise_ms_ssim', 'diversity', 'nearest_neighbours', 'memorization_audit',
-           'show_nearest', 'SliceClassifier', 'class_adherence', 'train_classifier', 'save_classifier',
-           'load_classifier', 'FakeSet', 'read_png', 'load_fake_dir', 'evaluate', 'plot_confusion', 'report_markdown',
-           'plot_sweep', 'write_report', 'evaluate_groups']
+           'MANIFEST_COLUMNS', 'EVAL_MIN_RES', 'REPORT_FORMAT', 'SWEEP_TITLES', 'REPORT_FILES', 'default_device',
+           'module_device', 'chunks', 'WeightsError', 'hub_checkpoint_dir', 'resolve_weights', 'StandinFeatures',
+           'GrayInception', 'feature_extractor', 'images_key', 'extract_features', 'frechet_distance', 'gaussian_stats',
+           'fid_kid', 'ssim', 'ms_ssim_scales', 'ms_ssim', 'psnr', 'lpips_model', 'lpips_distance',
+           'reconstruction_metrics', 'sample_pairs', 'pairwise_ms_ssim', 'diversity', 'audit_images',
+           'top_correlations', 'nearest_neighbours', 'audit_reference', 'memorization_audit', 'show_nearest',
+           'SliceClassifier', 'class_adherence', 'train_classifier', 'save_classifier', 'load_classifier', 'FakeSet',
+           'read_png', 'read_manifest', 'fake_dir_size', 'load_fake_dir', 'feature_nets', 'real_reference', 'evaluate',
+           'plot_confusion', 'report_markdown', 'plot_sweep', 'check_report_dir', 'clean_report_temps', 'write_report',
+           'evaluate_groups']
+
+# %% ../nbs/05_metrics.ipynb #f530309b
+def default_device()->torch.device:
+    "CUDA when available, else the CPU: the default device of `evaluate`."
+    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+
+def _device(device=None, images=None)->torch.device:
+    "`device` if given, else where `images` lives (the CPU for a lazy store)."
+    if device is not None: return torch.device(device)
+    return images.device if isinstance(images, torch.Tensor) else torch.device('cpu')
+
+def module_device(net:nn.Module)->torch.device:
+    "Where a module's weights live (the CPU for one without any)."
+    t = next(iter(net.parameters()), None)
+    if t is None: t = next(iter(net.buffers()), None)
+    return torch.device('cpu') if t is None else t.device
+
+def chunks(images, # (N, 1, H, W): a tensor, or a lazy store (`images[i:i+k]`, `len`)
+           size:int=256, # images per chunk
+           device=None, # move each chunk here (None: leave it where it is read)
+          ):
+    "Yield `(start, chunk)`: float32 chunks of `images`, read `size` images at a time."
+    for i in range(0, len(images), size):
+        x = torch.as_tensor(images[i:i + size]).float()
+        yield i, (x if device is None else x.to(device, non_blocking=True))
+
+def _resize(x:torch.Tensor, res:int)->torch.Tensor:
+    "Bilinear, anti-aliased resize to `res` x `res` (a no-op at that size)."
+    if x.shape[-1] == res and x.shape[-2] == res: return x
+    return F.interpolate(x.float(), size=(res, res), mode='bilinear', antialias=True, align_corners=False).clamp(-1, 1)
 
 # %% ../nbs/05_metrics.ipynb #2db9401f
 class WeightsError(DataError):
@@ -40,6 +74,14 @@ def hub_checkpoint_dir()->Path:
     "Where torch keeps downloaded weights: `$TORCH_HOME/hub/checkpoints` (default `~/.cache/torch/hub/checkpoints`)."
     return Path(torch.hub.get_dir())/'checkpoints'
 
+def _load_state(p:Path, what:str)->dict:
+    "Load a state dict with `weights_only=True` (no code runs); one-line `WeightsError` otherwise."
+    try: sd = torch.load(str(p), map_location='cpu', weights_only=True)
+    except Exception as e: raise WeightsError(p, f'not a readable {what} weights file ({_why(e)})') from None
+    if not isinstance(sd, dict): raise WeightsError(p, f'not a {what} state dict')
+    return sd
+
+# %% ../nbs/05_metrics.ipynb #1e933932
 def resolve_weights(what:str, # what the weights are for, e.g. 'Inception-v3 (FID/KID)'
                     filename:str, # the weights file's name
                     url:str, # where it downloads from
@@ -69,13 +111,6 @@ def resolve_weights(what:str, # what the weights are for, e.g. 'Inception-v3 (FI
         except Exception as e: why = f'download failed: {_why(e)}'
         finally: socket.setdefaulttimeout(old)
     raise WeightsError(cached, f"{what} weights {filename} not available ({why}); download {url} and {where}")
-
-def _load_state(p:Path, what:str)->dict:
-    "Load a state dict with `weights_only=True` (no code runs); one-line `WeightsError` otherwise."
-    try: sd = torch.load(str(p), map_location='cpu', weights_only=True)
-    except Exception as e: raise WeightsError(p, f'not a readable {what} weights file ({_why(e)})') from None
-    if not isinstance(sd, dict): raise WeightsError(p, f'not a {what} state dict')
-    return sd
 
 # %% ../nbs/05_metrics.ipynb #5737b2a5
 class StandinFeatures(nn.Module):
@@ -130,6 +165,7 @@ class GrayInception(nn.Module):
         if u8.shape[1] == 1: u8 = u8.expand(-1, 3, -1, -1)
         return self.net(u8)
 
+# %% ../nbs/05_metrics.ipynb #5f5134ed
 def feature_extractor(feature:str='inception', # 'inception' (the standard) or 'standin' (no weights needed; CI and demos)
                       weights=None, # local Inception weights file
                       download:bool=True, # allow the Inception download
@@ -140,37 +176,46 @@ def feature_extractor(feature:str='inception', # 'inception' (the standard) or '
     if feature == 'inception': return GrayInception(weights, download=download)
     raise ValueError(f"feature must be 'inception' or 'standin', got {feature!r}")
 
-# %% ../nbs/05_metrics.ipynb #7d1fcaaf
+# %% ../nbs/05_metrics.ipynb #4815856d
 _FEATURES = {}
 
-def extract_features(images:torch.Tensor, # (N, 1, H, W) in [-1, 1]
-                     net:nn.Module, # a feature network from `feature_extractor`
+def images_key(images, # a tensor or a lazy store
+               size:int=1024, # images hashed per chunk
+              )->str:
+    "SHA-1 of the float32 pixels and the shape, streamed chunk by chunk (no copy of the whole set)."
+    h = hashlib.sha1(str(tuple(images.shape)).encode())
+    for _, x in chunks(images, size): h.update(memoryview(x.cpu().contiguous().numpy()).cast('B'))
+    return h.hexdigest()[:20]
+
+def _read_features(f:Path, key:str):
+    "Features cached in `f` under `key`, or None."
+    if not f.is_file(): return None
+    with safe_open(str(f), framework='pt') as fh:
+        return fh.get_tensor('features') if (fh.metadata() or {}).get('key') == key else None
+
+# %% ../nbs/05_metrics.ipynb #8ecf30e1
+def extract_features(images, # (N, 1, H, W) in [-1, 1]: a tensor or a lazy store
+                     net:nn.Module, # a feature network from `feature_extractor`; it runs where its weights are
                      batch_size:int=64, # images per forward pass
                      cache:bool=True, # reuse features of the same images and network (in memory)
                      cache_dir=None, # also keep them as safetensors files in this folder
                      progress:bool=False, # show a progress bar
                     )->torch.Tensor:
-    "Features `(N, d)` (float64) of `images` through `net`, cached by image hash and network tag."
-    x = images.detach().float().cpu().contiguous()
-    key = hashlib.sha1(x.numpy().tobytes()).hexdigest()[:20] + '-' + getattr(net, 'tag', type(net).__name__)
+    "Features `(N, d)` (float64, on the CPU) of `images` through `net`, cached by image hash and network tag."
+    key = images_key(images) + '-' + getattr(net, 'tag', type(net).__name__) if cache or cache_dir else None
     if cache and key in _FEATURES: return _FEATURES[key]
     f = Path(cache_dir)/f"features-{hashlib.sha1(key.encode()).hexdigest()[:16]}.safetensors" if cache_dir else None
-    if f is not None and f.is_file():
-        with safe_open(str(f), framework='pt') as fh:
-            if (fh.metadata() or {}).get('key') == key: out = fh.get_tensor('features')
-            else: out = None
-        if out is not None:
-            _FEATURES[key] = out
-            return out
-    dev = next(iter(net.buffers()), torch.empty(0)).device
-    with torch.no_grad():
-        out = torch.cat([net(x[i:i + batch_size].to(dev)).double().cpu()
-                         for i in tqdm(range(0, len(x), batch_size), desc='features', disable=not progress, leave=False)])
+    out = _read_features(f, key) if f is not None else None
+    if out is None:
+        dev = module_device(net)
+        with torch.no_grad():
+            it = tqdm(chunks(images, batch_size, dev), total=math.ceil(len(images)/batch_size), desc='features', disable=not progress, leave=False)
+            out = torch.cat([net(x).double().cpu() for _, x in it])
+        if f is not None:
+            with atomic_path(f) as tmp: save_file({'features': out.contiguous()}, str(tmp), metadata={'key': key})
     if cache:
         if len(_FEATURES) >= 16: _FEATURES.pop(next(iter(_FEATURES)))
         _FEATURES[key] = out
-    if f is not None:
-        with atomic_path(f) as tmp: save_file({'features': out.contiguous()}, str(tmp), metadata={'key': key})
     return out
 
 # %% ../nbs/05_metrics.ipynb #785be36e
@@ -195,30 +240,32 @@ def gaussian_stats(feats:torch.Tensor)->tuple:
     f = feats.double()
     return f.mean(0), torch.cov(f.T)
 
-# %% ../nbs/05_metrics.ipynb #514360d1
+# %% ../nbs/05_metrics.ipynb #92d4bd2b
 class _Given(nn.Module):
     "Identity 'network' so torchmetrics computes FID/KID on features we extracted (and cached) ourselves."
     def __init__(self, d:int): super().__init__(); self.num_features = d
     def forward(self, x): return x
 
+# %% ../nbs/05_metrics.ipynb #5661c3a4
 def fid_kid(real_feats:torch.Tensor, # features of the real (reference) set (N, d)
             fake_feats:torch.Tensor, # features of the other set (M, d)
             kid_subsets:int=100, # KID random subsets
             kid_subset_size:int|None=None, # KID subset size; default min(1000, N, M)
-            seed:int=0, # seed of the KID subsets
+            seed:int=0, # seed of the KID subsets (drawn on the CPU generator, so the same on every device)
+            device=None, # where the statistics and kernels are computed (float64); default where `real_feats` is
            )->dict:
     "FID and KID (mean, std over subsets) between two feature sets, through torchmetrics."
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
-    r, f = real_feats.double(), fake_feats.double()
+    dev = _device(device, real_feats)
+    r, f = real_feats.to(dev, torch.float64), fake_feats.to(dev, torch.float64)
     if len(r) < 2 or len(f) < 2: raise ValueError(f'FID/KID need at least 2 images per set, got {len(r)} and {len(f)}')
-    d = r.shape[1]
-    fid = FrechetInceptionDistance(feature=_Given(d), normalize=True)
+    fid = FrechetInceptionDistance(feature=_Given(r.shape[1]), normalize=True).to(dev)
     fid.update(r, real=True); fid.update(f, real=False)
     k = min(kid_subset_size or 1000, len(r), len(f))
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        kid = KernelInceptionDistance(feature=_Given(d), subsets=kid_subsets, subset_size=k, normalize=True)
+        kid = KernelInceptionDistance(feature=_Given(r.shape[1]), subsets=kid_subsets, subset_size=k, normalize=True).to(dev)
     kid.update(r, real=True); kid.update(f, real=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -227,8 +274,6 @@ def fid_kid(real_feats:torch.Tensor, # features of the real (reference) set (N, 
                 kid_subsets=kid_subsets, kid_subset_size=k)
 
 # %% ../nbs/05_metrics.ipynb #2f02dc8b
-MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-
 def ssim(preds:torch.Tensor, # (N, 1, H, W) in [-1, 1]
          target:torch.Tensor, # (N, 1, H, W) in [-1, 1]
          data_range:float=2., # max - min of the value range; 2 for [-1, 1]
@@ -243,6 +288,9 @@ def ssim(preds:torch.Tensor, # (N, 1, H, W) in [-1, 1]
     r = int(3.5*sigma + 0.5)  # torchmetrics' Gaussian window radius (11 px for sigma 1.5)
     if crop_border and min(m.shape[-2:]) > 2*r: m = m[..., r:-r, r:-r]
     return m.flatten(1).mean(1)
+
+# %% ../nbs/05_metrics.ipynb #a733db69
+MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 def ms_ssim_scales(res:int, kernel_size:int=7)->int:
     "Number of MS-SSIM scales that fit an image of `res` px: the coarsest scale stays at least `kernel_size` px, at most 5."
@@ -264,6 +312,7 @@ def ms_ssim(preds:torch.Tensor, # (N, 1, H, W) in [-1, 1]
     return _ms(preds.float(), target.float(), data_range=data_range, gaussian_kernel=True, sigma=sigma,
                kernel_size=kernel_size, betas=b, reduction='none')
 
+# %% ../nbs/05_metrics.ipynb #e16251cb
 def psnr(preds:torch.Tensor, # (N, 1, H, W) in [-1, 1]
          target:torch.Tensor, # (N, 1, H, W) in [-1, 1]
          data_range:float=2., # 2 for [-1, 1]
@@ -294,6 +343,7 @@ def lpips_model(net:str='alex', # backbone: 'alex' (the LPIPS default) or 'vgg'
     m.tag = f'lpips-v0.1-{net}'
     return m.eval().requires_grad_(False)
 
+# %% ../nbs/05_metrics.ipynb #762dc446
 def lpips_distance(preds:torch.Tensor, # (N, 1, H, W) in [-1, 1]
                    target:torch.Tensor, # (N, 1, H, W) in [-1, 1]
                    model:nn.Module, # from `lpips_model`
@@ -322,35 +372,53 @@ def reconstruction_metrics(x0:torch.Tensor, # (N, 1, H, W) originals in [-1, 1]
     if lpips_net is not None: out['lpips'] = float(lpips_distance(x0_hat, x0, lpips_net).mean())
     return out
 
-# %% ../nbs/05_metrics.ipynb #40e397fa
-def pairwise_ms_ssim(images:torch.Tensor, # (N, 1, H, W) in [-1, 1]
-                     max_pairs:int=300, # at most this many random pairs (all pairs if fewer)
-                     seed:int=0, # seed of the pair sample
-                    )->tuple:
-    "Mean MS-SSIM over distinct pairs of `images`, and the number of pairs used."
-    n = len(images)
-    if n < 2: return float('nan'), 0
-    i, j = torch.triu_indices(n, n, 1)
-    if len(i) > max_pairs:
-        pick = torch.randperm(len(i), generator=torch.Generator().manual_seed(seed))[:max_pairs]
-        i, j = i[pick], j[pick]
-    return float(ms_ssim(images[i], images[j]).mean()), len(i)
+# %% ../nbs/05_metrics.ipynb #e74ef891
+def sample_pairs(n:int, # number of images
+                 max_pairs:int=300, # at most this many pairs
+                 seed:int=0, # seed of the draw
+                )->tuple:
+    "Index pairs `(i, j)`, i != j: all of them when there are at most `max_pairs`, else `max_pairs` uniform draws (with replacement)."
+    if n < 2: return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
+    if n*(n - 1)//2 <= max_pairs: return tuple(torch.triu_indices(n, n, 1))
+    g = torch.Generator().manual_seed(seed)
+    i = torch.randint(n, (max_pairs,), generator=g)
+    return i, (i + torch.randint(1, n, (max_pairs,), generator=g)) % n
 
-def diversity(images:torch.Tensor, # (N, 1, H, W) in [-1, 1]
+# %% ../nbs/05_metrics.ipynb #ee8dae0d
+def pairwise_ms_ssim(images, # (N, 1, H, W) in [-1, 1]: a tensor or a lazy store
+                     max_pairs:int=300, # at most this many pairs (all pairs if fewer)
+                     seed:int=0, # seed of the pair sample
+                     index=None, # use only these images (e.g. one class); default all
+                     batch_size:int=64, # pairs per MS-SSIM call
+                     device=None, # where MS-SSIM runs; default where `images` is
+                    )->tuple:
+    "Mean MS-SSIM over distinct pairs of `images`, read pair batch by pair batch, and the number of pairs used."
+    idx = torch.arange(len(images)) if index is None else torch.as_tensor(index).long()
+    i, j = sample_pairs(len(idx), max_pairs, seed)
+    if not len(i): return float('nan'), 0
+    dev, tot = _device(device, images), 0.
+    for s in range(0, len(i), batch_size):
+        a, b = (torch.as_tensor(images[idx[v[s:s + batch_size]]]).float().to(dev) for v in (i, j))
+        tot += float(ms_ssim(a, b).double().sum())
+    return tot/len(i), len(i)
+
+# %% ../nbs/05_metrics.ipynb #50ff5929
+def diversity(images, # (N, 1, H, W) in [-1, 1]: a tensor or a lazy store
               labels:torch.Tensor, # (N,) class of each image
               class_names:list, # class names (index = label)
               max_pairs:int=300, # pairs per class at most
               seed:int=0, # pair sampling seed
+              device=None, # where MS-SSIM runs
              )->dict:
     "Mean pairwise MS-SSIM per class: `{name: {'ms_ssim', 'pairs', 'n'}}`."
-    out = {}
+    labels, out = torch.as_tensor(labels).cpu(), {}
     for c, name in enumerate(class_names):
-        x = images[torch.as_tensor(labels) == c]
-        v, k = pairwise_ms_ssim(x, max_pairs, seed)
-        out[name] = dict(ms_ssim=v, pairs=k, n=len(x))
+        idx = torch.nonzero(labels == c).flatten()
+        v, k = pairwise_ms_ssim(images, max_pairs, seed, index=idx, device=device)
+        out[name] = dict(ms_ssim=v, pairs=k, n=len(idx))
     return out
 
-# %% ../nbs/05_metrics.ipynb #307cfd7f
+# %% ../nbs/05_metrics.ipynb #f18b9c41
 def _shift(x:torch.Tensor, dy:int, dx:int, fill:float=-1.)->torch.Tensor:
     "Shift images by (dy, dx) pixels, filling with background (no wrap-around)."
     if dy == 0 and dx == 0: return x
@@ -359,68 +427,136 @@ def _shift(x:torch.Tensor, dy:int, dx:int, fill:float=-1.)->torch.Tensor:
     return p[..., max(-dy, 0):max(-dy, 0) + h, max(-dx, 0):max(-dx, 0) + w]
 
 def _unit(x:torch.Tensor)->torch.Tensor:
-    "Flatten, centre and normalise each image, so dot products are Pearson correlations."
-    v = x.flatten(1).double()
+    "Flatten, centre and normalise each image (float32), so dot products are Pearson correlations."
+    v = x.flatten(1).float()
     v = v - v.mean(1, keepdim=True)
     return v/v.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
-def nearest_neighbours(query:torch.Tensor, # (N, 1, H, W) e.g. synthetic slices
-                       reference:torch.Tensor, # (M, 1, H, W) e.g. training slices
-                       max_shift:int=0, # also try shifts of the query up to this many pixels
+def audit_images(images, # (N, 1, H, W): a tensor or a lazy store, read in chunks
+                 res:int=64, # downsample to this size (images at most this size are kept as they are)
+                 device=None, # where the result lives; default where `images` is
+                 unit:bool=False, # return unit vectors (N, res*res) instead of images
+                 chunk:int=1024, # images read at a time
+                 progress:bool=False, # show a progress bar
+                )->torch.Tensor:
+    "Images as the audit compares them: downsampled to `res` px, float32, on `device` (or their unit vectors)."
+    dev, out = _device(device, images), []
+    for _, x in tqdm(chunks(images, chunk, dev), total=math.ceil(len(images)/chunk), desc='audit', disable=not progress, leave=False):
+        x = _resize(x, min(res, x.shape[-1]))
+        out.append(_unit(x) if unit else x)
+    return torch.cat(out)
+
+# %% ../nbs/05_metrics.ipynb #e54ba8ff
+def _shifts(max_shift:int)->torch.Tensor:
+    "All (dy, dx) with |dy|, |dx| <= max_shift, row by row."
+    r = range(-max_shift, max_shift + 1)
+    return torch.tensor([(dy, dx) for dy in r for dx in r], dtype=torch.long)
+
+def _merge_topk(best:tuple, new:tuple, k:int)->tuple:
+    "Running top-k: keep the k largest of the old and new candidates; `(values, *payloads)` tensors of shape (n, .)."
+    v, pos = torch.cat([best[0], new[0]], 1).topk(k, dim=1)
+    return (v,) + tuple(torch.cat([b, n], 1).gather(1, pos) for b, n in zip(best[1:], new[1:]))
+
+# %% ../nbs/05_metrics.ipynb #491f2af8
+def top_correlations(query:torch.Tensor, # (N, 1, h, w) audit images (from `audit_images`) on the search device
+                     ref:torch.Tensor, # (M, h*w) unit vectors of the reference (`audit_images(..., unit=True)`)
+                     max_shift:int=0, # also try shifts of the query up to this many pixels
+                     k:int=1, # keep the k most correlated reference images per query
+                     batch_size:int=256, # queries per block
+                     chunk:int=4096, # reference vectors per matrix product
+                    )->tuple:
+    "Top-k `(corr, index, shift index)` (N, k) of every query against `ref`, chunk by chunk: never an N x M matrix."
+    sh, n, k = _shifts(max_shift), len(query), min(k, len(ref))
+    out = []
+    for s in range(0, n, batch_size):
+        q = query[s:s + batch_size]
+        qs = torch.stack([_unit(_shift(q, int(dy), int(dx))) for dy, dx in sh])  # (S, b, D)
+        best = (torch.full((len(q), k), -2., device=q.device),) + (torch.zeros(len(q), k, dtype=torch.long, device=q.device),)*2
+        for c in range(0, len(ref), chunk):
+            m, which = (qs @ ref[c:c + chunk].T).max(0)  # best shift for every (query, reference) pair of this chunk
+            v, j = m.topk(min(k, m.shape[1]), dim=1)
+            best = _merge_topk(best, (v, j + c, which.gather(1, j)), k)
+        out.append(best)
+    return tuple(torch.cat(t) for t in zip(*out)) if out else (torch.zeros(0, k),)*3
+
+# %% ../nbs/05_metrics.ipynb #29f5e815
+def nearest_neighbours(query, # (N, 1, H, W) e.g. synthetic slices: a tensor or a lazy store
+                       reference, # (M, 1, H, W) e.g. training slices: a tensor or a lazy store
+                       max_shift:int=0, # also try shifts of the query up to this many pixels (at `res`)
+                       k:int=1, # neighbours per query
+                       res:int=64, # compare at this size (see `audit_images`)
                        batch_size:int=256, # queries per block
+                       chunk:int=4096, # reference images per matrix product
+                       device=None, # where the search runs; default where `query` is
                        progress:bool=False, # show a progress bar
                       )->tuple:
-    "For each query, the index of the most correlated reference image, that correlation, and the shift (dy, dx)."
-    if query.shape[-2:] != reference.shape[-2:]: raise ValueError(f'image sizes differ: {tuple(query.shape[-2:])} and {tuple(reference.shape[-2:])}')
-    r = _unit(reference.float())
-    shifts = [(dy, dx) for dy in range(-max_shift, max_shift + 1) for dx in range(-max_shift, max_shift + 1)]
-    idx, corr, sh = [], [], []
-    for i in tqdm(range(0, len(query), batch_size), desc='nearest', disable=not progress, leave=False):
-        q = query[i:i + batch_size].float()
-        best = torch.full((len(q),), -2., dtype=torch.float64); bi = torch.zeros(len(q), dtype=torch.long); bs = torch.zeros(len(q), 2, dtype=torch.long)
-        for dy, dx in shifts:
-            c, j = (_unit(_shift(q, dy, dx)) @ r.T).max(1)
-            better = c > best
-            best = torch.where(better, c, best); bi = torch.where(better, j, bi)
-            bs[better] = torch.tensor([dy, dx])
-        idx.append(bi); corr.append(best); sh.append(bs)
-    return torch.cat(idx), torch.cat(corr).float(), torch.cat(sh)
+    "For each query, the index of the most correlated reference image, that correlation, and the shift (dy, dx); (N, k) with `k > 1`."
+    if tuple(query.shape[-2:]) != tuple(reference.shape[-2:]): raise ValueError(f'image sizes differ: {tuple(query.shape[-2:])} and {tuple(reference.shape[-2:])}')
+    dev = _device(device, query)
+    ref = audit_images(reference, res, dev, unit=True, progress=progress)
+    c, i, s = top_correlations(audit_images(query, res, dev), ref, max_shift, k, batch_size, chunk)
+    c, i, s = c.cpu(), i.cpu(), _shifts(max_shift)[s.cpu()]
+    return (i[:, 0], c[:, 0], s[:, 0]) if k == 1 else (i, c, s)
 
-# %% ../nbs/05_metrics.ipynb #17110dd7
-def memorization_audit(fake:torch.Tensor, # (N, 1, H, W) synthetic slices
-                       train:torch.Tensor, # (M, 1, H, W) training slices
-                       held_out:torch.Tensor, # (K, 1, H, W) real held-out slices, never trained on
-                       max_shift:int=1, # alignment: shifts up to this many pixels
+# %% ../nbs/05_metrics.ipynb #82f2f944
+def audit_reference(train, # (M, 1, H, W) training slices: a tensor or a lazy store
+                    held_out, # (K, 1, H, W) real held-out slices, never trained on
+                    max_shift:int=1, # alignment: shifts up to this many pixels at `res`
+                    res:int=64, # compare at this size
+                    device=None, # where the vectors live and the search runs; default where `train` is
+                    progress:bool=False, # show progress bars
+                   )->dict:
+    "What every audit against these real slices shares, computed once: their unit vectors and the held-out slices' nearest-training correlations."
+    dev = _device(device, train)
+    tv = audit_images(train, res, dev, unit=True, progress=progress)
+    hi = audit_images(held_out, res, dev)
+    hc = top_correlations(hi, tv, max_shift)[0][:, 0].cpu() if len(hi) else torch.zeros(0)
+    return dict(train=tv, held_out=_unit(hi) if len(hi) else hi.flatten(1), held_out_train_corr=hc, max_shift=max_shift, res=res,
+                size=tuple(train.shape[-2:]), n_train=len(tv), n_held_out=len(hi))
+
+# %% ../nbs/05_metrics.ipynb #fdc2780b
+def memorization_audit(fake, # (N, 1, H, W) synthetic slices
+                       train=None, # (M, 1, H, W) training slices (not needed with `reference`)
+                       held_out=None, # (K, 1, H, W) real held-out slices, never trained on
+                       max_shift:int=1, # alignment: shifts up to this many pixels at `res`
                        q:float=0.95, # quantile of held-out nearest-train correlations used as threshold
                        progress:bool=False, # show progress bars
+                       res:int=64, # compare at this size
+                       device=None, # where the search runs; default where `fake` is
+                       reference:dict|None=None, # from `audit_reference`: reuse it (its `max_shift` and `res` win)
                       )->dict:
     "Nearest training and held-out slice of every sample; `closer_share` = share of samples closer to training than the q-quantile of held-out slices."
-    ti, tc, ts = nearest_neighbours(fake, train, max_shift, progress=progress)
-    vi, vc, _ = nearest_neighbours(fake, held_out, max_shift, progress=progress)
-    _, hc, _ = nearest_neighbours(held_out, train, max_shift, progress=progress)
+    ref = reference or audit_reference(train, held_out, max_shift, res, _device(device, fake), progress)
+    if tuple(fake.shape[-2:]) != ref['size']: raise ValueError(f"image sizes differ: {tuple(fake.shape[-2:])} and {ref['size']}")
+    ms, res, hc = ref['max_shift'], ref['res'], ref['held_out_train_corr']
+    if not len(hc): raise ValueError('the audit needs held-out slices')
+    fi = audit_images(fake, res, ref['train'].device)
+    tc, ti, ts = (t[:, 0].cpu() for t in top_correlations(fi, ref['train'], ms))
+    vc, vi, _ = (t[:, 0].cpu() for t in top_correlations(fi, ref['held_out'], ms))
     tau = float(torch.quantile(hc.double(), q))
-    summary = dict(n_fake=len(fake), n_train=len(train), n_held_out=len(held_out), max_shift=max_shift, q=q, threshold=tau,
+    summary = dict(n_fake=len(fake), n_train=ref['n_train'], n_held_out=ref['n_held_out'], max_shift=ms, res=min(res, ref['size'][-1]), q=q, threshold=tau,
                    closer_share=float((tc > tau).double().mean()), expected_for_real=round(1 - q, 4),
                    closer_to_train_than_held_out=float((tc > vc).double().mean()),
                    median_train_corr=float(tc.median()), median_held_out_train_corr=float(hc.median()),
-                   definition=(f"Pearson correlation over all pixels, max over shifts <= {max_shift} px; closer_share = share of samples whose "
-                               f"nearest-training correlation exceeds the {q:g}-quantile of held-out real slices' nearest-training correlations "
-                               f"(about {1 - q:g} for real held-out data)"))
-    return dict(train_idx=ti, train_corr=tc, train_shift=ts, held_out_idx=vi, held_out_corr=vc, held_out_train_corr=hc, summary=summary)
+                   definition=(f"Pearson correlation over the pixels of images downsampled to {min(res, ref['size'][-1])} px, max over shifts <= {ms} px; "
+                               f"closer_share = share of samples whose nearest-training correlation exceeds the {q:g}-quantile of held-out real slices' "
+                               f"nearest-training correlations (about {1 - q:g} for real held-out data); exact search, chunked"))
+    return dict(train_idx=ti, train_corr=tc, train_shift=_shifts(ms)[ts], held_out_idx=vi, held_out_corr=vc, held_out_train_corr=hc, summary=summary)
 
+# %% ../nbs/05_metrics.ipynb #e6a6934c
 def show_nearest(fake:torch.Tensor, # the audited samples
-                 train:torch.Tensor, # the training slices they were compared with
+                 train, # the training slices they were compared with (a tensor or a lazy store)
                  audit:dict, # from `memorization_audit`
                  k:int=8, # number of pairs (the closest ones)
                  **kw, # passed to `show_grid`
                 ):
     "Gallery of the `k` samples closest to a training slice (top row) and those training slices (bottom row)."
     order = audit['train_corr'].argsort(descending=True)[:k]
-    imgs = torch.cat([fake[order], train[audit['train_idx'][order]]])
+    imgs = torch.cat([fake[order].cpu(), torch.as_tensor(train[audit['train_idx'][order]]).float().cpu()])
     titles = [f"sample {int(i)} r={float(audit['train_corr'][i]):.3f}" for i in order] + [f"train {int(audit['train_idx'][i])}" for i in order]
     return show_grid(imgs, titles, ncols=len(order), **kw)
 
-# %% ../nbs/05_metrics.ipynb #514a51f7
+# %% ../nbs/05_metrics.ipynb #2b59b2a6
 class SliceClassifier(nn.Module):
     "A small CNN (four conv blocks, the first strided above 32 px) for one-channel slices in [-1, 1]; other sizes are resized to `res`."
     def __init__(self,
@@ -437,21 +573,18 @@ class SliceClassifier(nn.Module):
         self.config = dict(n_classes=n_classes, width=width, res=res, class_names=list(class_names or range(n_classes)))
         self.info = {}
     def forward(self, x:torch.Tensor)->torch.Tensor:
-        r = self.config['res']
-        if x.shape[-1] != r or x.shape[-2] != r: x = F.interpolate(x.float(), size=(r, r), mode='bilinear', antialias=True, align_corners=False)
-        return self.body(x.float())
+        return self.body(_resize(x.float(), self.config['res']) if x.shape[-1] != self.config['res'] or x.shape[-2] != self.config['res'] else x.float())
     @torch.no_grad()
-    def predict(self, images:torch.Tensor, batch_size:int=256)->torch.Tensor:
-        "Predicted class of each image."
+    def predict(self, images, batch_size:int=256)->torch.Tensor:
+        "Predicted class of each image (a tensor or a lazy store, read in chunks onto the classifier's device), on the CPU."
         was = self.training; self.eval()
-        dev = next(self.parameters()).device
-        out = torch.cat([self(images[i:i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, len(images), batch_size)])
+        out = torch.cat([self(x).argmax(1).cpu() for _, x in chunks(images, batch_size, module_device(self))])
         self.train(was)
         return out
 
-# %% ../nbs/05_metrics.ipynb #de4117f0
+# %% ../nbs/05_metrics.ipynb #0684334c
 def class_adherence(classifier:SliceClassifier, # a trained classifier
-                    images:torch.Tensor, # (N, 1, H, W) in [-1, 1]
+                    images, # (N, 1, H, W) in [-1, 1]: a tensor or a lazy store
                     labels:torch.Tensor, # (N,) the class each image should be
                     class_names:list|None=None, # names; default the classifier's
                    )->dict:
@@ -465,38 +598,38 @@ def class_adherence(classifier:SliceClassifier, # a trained classifier
     per = {n: dict(accuracy=float(conf[c, c]/conf[c].sum()) if conf[c].sum() else float('nan'), n=int(conf[c].sum())) for c, n in enumerate(names)}
     return dict(accuracy=float((pred == labels).double().mean()), n=len(labels), per_class=per, confusion=conf.tolist(), class_names=names)
 
-def train_classifier(data:SliceData, # real slices; trains on the 'train' split, scores the 'val' split
+# %% ../nbs/05_metrics.ipynb #d2fcda74
+def train_classifier(data:SliceData, # real slices (in memory or a lazy store); trains on the 'train' split, scores the 'val' split
                      steps:int=200, # optimisation steps
                      batch_size:int=32, # images per step
                      lr:float=3e-3, # peak learning rate (AdamW, one-cycle)
                      width:int=16, # network width
                      use_augment:bool=True, # apply the training augmentation from chapter 00
-                     seed:int=0, # seed of initialisation, batches and augmentation
+                     seed:int=0, # seed of initialisation, batches and augmentation (CPU generators: the same draws on every device)
                      progress:bool=True, # show a progress bar
+                     device=None, # where it trains and stays; default the CPU
                     )->SliceClassifier:
     "Train a `SliceClassifier` on the real training slices; `.info` holds its held-out accuracy and protocol."
-    tr, va = data.train, data.val
+    tr, va, dev = data.train, data.val, _device(device, data.images)
     if len(tr) == 0: raise ValueError('no training slices')
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = SliceClassifier(data.n_classes, width, data.res, data.class_names)
+        model = SliceClassifier(data.n_classes, width, data.res, data.class_names).to(dev)
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    model.train()
     for _ in tqdm(range(steps), desc='classifier', disable=not progress, leave=False):
         i = torch.randint(len(tr), (min(batch_size, len(tr)),), generator=g)
-        x, y = tr.images[i], tr.labels[i]
+        x, y = torch.as_tensor(tr.images[i]).float().to(dev), torch.as_tensor(tr.labels[i]).to(dev)
         if use_augment: x = augment(x, generator=g)
         loss = F.cross_entropy(model(x), y)
         opt.zero_grad(); loss.backward(); opt.step(); sched.step()
-    model.eval()
     model.info = dict(train_accuracy=class_adherence(model, tr.images, tr.labels)['accuracy'], steps=steps, batch_size=batch_size, seed=seed,
                       n_train=len(tr), n_val=len(va), augment=use_augment, res=data.res)
     if len(va): model.info['val_accuracy'] = class_adherence(model, va.images, va.labels)['accuracy']
-    return model
+    return model.eval()
 
-# %% ../nbs/05_metrics.ipynb #8533da44
+# %% ../nbs/05_metrics.ipynb #2d73f2e3
 _CLF_FORMAT = 'mri_diffusion_nb.classifier/1'
 
 def save_classifier(model:SliceClassifier, path)->Path:
@@ -507,22 +640,24 @@ def save_classifier(model:SliceClassifier, path)->Path:
         save_file(sd, str(tmp), metadata=dict(format=_CLF_FORMAT, config=json.dumps(model.config), info=json.dumps(model.info)))
     return path
 
-def load_classifier(path)->SliceClassifier:
+def load_classifier(path, # a file written by `save_classifier`
+                    device='cpu', # where the classifier is loaded
+                   )->SliceClassifier:
     "Read a classifier written by `save_classifier` (no pickle)."
     path = Path(path)
     if not path.is_file(): raise DataError(path, 'classifier file not found')
     try:
-        with safe_open(str(path), framework='pt') as f:
+        with safe_open(str(path), framework='pt', device=str(torch.device(device))) as f:
             meta = f.metadata() or {}
             sd = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e: raise DataError(path, f'not a safetensors file ({_why(e)})') from None
     if meta.get('format') != _CLF_FORMAT: raise DataError(path, 'not a classifier written by save_classifier')
     cfg = json.loads(meta['config'])
-    m = SliceClassifier(cfg['n_classes'], cfg['width'], cfg['res'], cfg['class_names'])
+    m = SliceClassifier(cfg['n_classes'], cfg['width'], cfg['res'], cfg['class_names']).to(device)
     m.load_state_dict(sd); m.info = json.loads(meta.get('info', '{}'))
     return m.eval()
 
-# %% ../nbs/05_metrics.ipynb #1263bbc8
+# %% ../nbs/05_metrics.ipynb #0cbc439b
 MANIFEST_COLUMNS = ('file', 'class', 'seed', 'guidance', 'sampler', 'steps', 'model')
 
 @dataclass
@@ -543,6 +678,7 @@ def _num(v:str):
     except ValueError: return v
     return int(f) if f.is_integer() and '.' not in v and 'e' not in v.lower() else f
 
+# %% ../nbs/05_metrics.ipynb #c531dbbd
 def read_png(path)->torch.Tensor:
     "A grayscale 8-bit or 16-bit PNG as a (1, H, W) float tensor in [-1, 1]."
     from PIL import Image
@@ -558,11 +694,11 @@ def read_png(path)->torch.Tensor:
     else: raise DataError(path, f'unsupported pixel type {a.dtype} (mode {mode}); expected 8-bit or 16-bit grayscale')
     return torch.from_numpy(a.astype(np.float32)/top*2 - 1).clamp(-1, 1)[None]
 
-def load_fake_dir(folder, # a folder with PNG files and manifest.csv
-                  class_names:list|None=None, # map class names in the manifest to indices
-                  progress:bool=True, # show a progress bar
-                 )->FakeSet:
-    "Read generated slices and their manifest; one-line `DataError` for a missing or garbled folder, manifest or image."
+# %% ../nbs/05_metrics.ipynb #7ed5eb46
+EVAL_MIN_RES = 16 # smallest image side `evaluate` accepts (MS-SSIM's 7 px window, the classifier's pooling)
+
+def read_manifest(folder)->tuple:
+    "`(manifest path, rows)` of a generated folder; one-line `DataError` for a missing or garbled one."
     folder = Path(folder)
     if not folder.exists(): raise DataError(folder, 'folder not found')
     if not folder.is_dir(): raise DataError(folder, 'not a folder')
@@ -573,6 +709,29 @@ def load_fake_dir(folder, # a folder with PNG files and manifest.csv
     if not rows: raise DataError(man, 'no rows')
     missing = [c for c in MANIFEST_COLUMNS if c not in rows[0]]
     if missing: raise DataError(man, f"missing columns {','.join(missing)} (expected {','.join(MANIFEST_COLUMNS)})")
+    return man, rows
+
+def fake_dir_size(folder, # a folder with PNG files and manifest.csv
+                  min_res:int=EVAL_MIN_RES, # refuse images smaller than this
+                 )->tuple:
+    "`(H, W)` of the first image listed in the manifest, from its header only; one-line `DataError` if it is too small to evaluate."
+    from PIL import Image
+    man, rows = read_manifest(folder)
+    f = Path(folder)/(rows[0]['file'] or '').strip()
+    try:
+        with Image.open(f) as im: w, h = im.size
+    except Exception as e: raise DataError(f, f'not a readable image ({_why(e)})') from None
+    if min(h, w) < min_res: raise DataError(f, f'image is {h}x{w} px, too small to evaluate (at least {min_res}x{min_res})')
+    return h, w
+
+# %% ../nbs/05_metrics.ipynb #dba825ed
+def load_fake_dir(folder, # a folder with PNG files and manifest.csv
+                  class_names:list|None=None, # map class names in the manifest to indices
+                  progress:bool=True, # show a progress bar
+                 )->FakeSet:
+    "Read generated slices (each PNG once) and their manifest; one-line `DataError` for a missing or garbled folder, manifest or image."
+    folder = Path(folder)
+    man, rows = read_manifest(folder)
     imgs, labels, out = [], [], []
     for n, r in enumerate(tqdm(rows, desc='images', disable=not progress, leave=False), start=2):
         f, c = (r['file'] or '').strip(), (r['class'] or '').strip()
@@ -589,90 +748,138 @@ def load_fake_dir(folder, # a folder with PNG files and manifest.csv
                     **{key: _num(r.get(key)) for key in ('seed', 'guidance', 'steps')}})
     return FakeSet(torch.stack(imgs), torch.tensor(labels, dtype=torch.long), out, str(folder))
 
-# %% ../nbs/05_metrics.ipynb #5cd3b157
-REPORT_FORMAT = 'mri_diffusion_nb.report/1'
+# %% ../nbs/05_metrics.ipynb #9162401e
+REPORT_FORMAT = 'mri_diffusion_nb.report/2'
 
-def _resize(x:torch.Tensor, res:int)->torch.Tensor:
-    return x if x.shape[-1] == res and x.shape[-2] == res else F.interpolate(x.float(), size=(res, res), mode='bilinear', antialias=True, align_corners=False).clamp(-1, 1)
+def feature_nets(feature:str='inception', # 'inception' or 'standin'
+                 weights=None, # local Inception weights file
+                 download:bool=True, # allow the Inception download
+                 device=None, # where the networks run
+                 strict:bool=False, # raise `WeightsError` when the weights are unavailable
+                )->dict:
+    "`{'main': network or None, 'reason': why not, 'standin': the fallback when the main one is unavailable}`, on `device`."
+    dev = _device(device)
+    try: return dict(main=feature_extractor(feature, weights, download).to(dev).eval(), reason=None, standin=None)
+    except WeightsError as e:
+        if strict: raise
+        return dict(main=None, reason=str(e), standin=StandinFeatures().to(dev).eval())
 
-def evaluate(real:SliceData, # real slices with a train/val split
-             fake_images:torch.Tensor, # (N, 1, H, W) generated slices in [-1, 1]
-             fake_labels:torch.Tensor|None=None, # (N,) intended class of each (needed for diversity and adherence)
-             feature:str='inception', # 'inception' or 'standin' (no weights; numbers not comparable to published FID)
-             weights=None, # local Inception weights file
-             download:bool=True, # allow downloading Inception weights
-             reference:str='train', # real split the samples are compared with: 'train', 'val' or 'all'
-             classifier:SliceClassifier|None=None, # for class adherence
-             kid_subsets:int=100, # KID subsets
-             kid_subset_size:int|None=None, # KID subset size (default min(1000, counts))
-             max_shift:int=1, # memorization audit alignment
-             q:float=0.95, # memorization threshold quantile
-             max_pairs:int=300, # diversity pairs per class
-             seed:int=0, # seed of every random choice
-             group:dict|None=None, # what this set is (e.g. {'guidance': 3.0}), copied into the report
-             figures:bool=True, # make figures (kept under '_figures')
-             cache_dir=None, # keep real-set features here across runs
-             progress:bool=True, # show progress bars
-            )->dict:
-    "A metrics report for generated slices: FID/KID with the real floor, diversity, memorization, class adherence; each with its protocol."
-    fake = torch.as_tensor(fake_images).float()
+def _check_fake(fake_images, res:int)->tuple:
+    "Generated images as (N, 1, res, res) float32 on the CPU, and their original size."
+    fake = torch.as_tensor(fake_images).float().cpu()
     if fake.ndim == 3: fake = fake[:, None]
     if fake.ndim != 4 or fake.shape[1] != 1: raise ValueError(f'fake_images must be (N, 1, H, W), got {tuple(fake.shape)}')
+    if min(fake.shape[-2:]) < EVAL_MIN_RES: raise ValueError(f'generated images are {fake.shape[-2]}x{fake.shape[-1]} px, too small to evaluate (at least {EVAL_MIN_RES})')
+    if len(fake) < 2: raise ValueError(f'evaluate needs at least 2 generated images, got {len(fake)}')
+    return _resize(fake, res), tuple(fake.shape[-2:])
+
+# %% ../nbs/05_metrics.ipynb #84f26c71
+def real_reference(real:SliceData, # real slices with a train/val split (in memory or a lazy store)
+                   feature:str='inception', weights=None, download:bool=True, # feature network (see `feature_extractor`)
+                   reference:str='train', # real split the samples are compared with: 'train', 'val' or 'all'
+                   kid_subsets:int=100, kid_subset_size:int|None=None, # KID subsets and their size
+                   max_shift:int=1, audit_res:int=64, # memorization audit: alignment and comparison size
+                   max_pairs:int=300, # diversity pairs per class
+                   seed:int=0, # seed of every random choice
+                   device=None, # where everything runs; default CUDA when available
+                   strict:bool=False, # missing Inception weights are an error
+                   cache_dir=None, # keep real-set features here across runs
+                   progress:bool=True, # show progress bars
+                  )->dict:
+    "What an evaluation needs of the real slices, computed once and shared by all groups: features and floor, audit reference, real diversity."
     if reference not in ('train', 'val', 'all'): raise ValueError(f"reference must be 'train', 'val' or 'all', got {reference!r}")
-    from_res = tuple(fake.shape[-2:])
-    fake = _resize(fake, real.res)
+    dev = _device(device) if device is not None else default_device()
     tr, va = real.train, real.val
-    ref = {'train': tr, 'val': va, 'all': real}[reference]
-    net = feature_extractor(feature, weights, download)
-    f_ref = extract_features(ref.images, net, cache_dir=cache_dir, progress=progress)
-    f_fake = extract_features(fake, net, cache=False, progress=progress)
-    fk = fid_kid(f_ref, f_fake, kid_subsets, kid_subset_size, seed)
-    fp = net.protocol
-    proto = lambda r, n_r, n_f: f"{fp['network']}; {fp['resize']}; {n_r} real ({r}) vs {n_f} generated"
+    nets, feats = feature_nets(feature, weights, download, dev, strict), {}
+    for name in ('main', 'standin'):
+        if nets[name] is None: continue
+        fr = extract_features({'train': tr, 'val': va, 'all': real}[reference].images, nets[name], cache_dir=cache_dir, progress=progress)
+        fl = fid_kid(fr, extract_features(va.images, nets[name], cache_dir=cache_dir), kid_subsets, kid_subset_size, seed, dev) if reference == 'train' and len(va) >= 2 else None
+        feats[name] = dict(net=nets[name], ref=fr, floor=fl)
+    return dict(feats=feats, reason=nets['reason'], device=dev, diversity=diversity(tr.images, tr.labels, real.class_names, max_pairs, seed, dev),
+                audit=audit_reference(tr.images, va.images, max_shift, audit_res, dev, progress),
+                settings=dict(reference=reference, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, max_shift=max_shift,
+                              audit_res=audit_res, max_pairs=max_pairs, seed=seed))
+
+# %% ../nbs/05_metrics.ipynb #94aa8455
+def _distances(fe:dict, f_fake:torch.Tensor, s:dict, device)->dict:
+    "FID, KID and the real floor of one feature network, each with its protocol."
+    fp, fk = fe['net'].protocol, fid_kid(fe['ref'], f_fake, s['kid_subsets'], s['kid_subset_size'], s['seed'], device)
+    proto = f"{fp['network']}; {fp['resize']}; {fk['n_real']} real ({s['reference']}) vs {fk['n_fake']} generated"
     kid_p = lambda d: f"KID polynomial kernel deg 3, {d['kid_subsets']} subsets of {d['kid_subset_size']}"
-    rep = dict(format=REPORT_FORMAT, group=dict(group or {}),
-               protocol=dict(real=dict(source=real.settings.get('source'), res=real.res, n_train=len(tr), n_val=len(va), classes=list(real.class_names)),
-                             fake=dict(n=len(fake), resized_from=list(from_res) if from_res != (real.res, real.res) else None),
-                             feature=fp, reference=reference, seed=seed,
-                             versions=_versions()))
-    rep['fid'] = dict(value=fk['fid'], n_real=fk['n_real'], n_fake=fk['n_fake'], reference=reference, protocol=proto(reference, fk['n_real'], fk['n_fake']))
-    rep['kid'] = dict(mean=fk['kid_mean'], std=fk['kid_std'], subsets=fk['kid_subsets'], subset_size=fk['kid_subset_size'],
-                      n_real=fk['n_real'], n_fake=fk['n_fake'], protocol=proto(reference, fk['n_real'], fk['n_fake']) + '; ' + kid_p(fk))
-    if reference == 'train' and len(va) >= 2:
-        fl = fid_kid(f_ref, extract_features(va.images, net, cache_dir=cache_dir), kid_subsets, kid_subset_size, seed)
-        rep['floor'] = dict(fid=fl['fid'], kid_mean=fl['kid_mean'], kid_std=fl['kid_std'], n_real=fl['n_real'], n_held_out=fl['n_fake'],
+    out = dict(fid=dict(value=fk['fid'], n_real=fk['n_real'], n_fake=fk['n_fake'], reference=s['reference'], protocol=proto),
+               kid=dict(mean=fk['kid_mean'], std=fk['kid_std'], subsets=fk['kid_subsets'], subset_size=fk['kid_subset_size'],
+                        n_real=fk['n_real'], n_fake=fk['n_fake'], protocol=proto + '; ' + kid_p(fk)))
+    if (fl := fe['floor']) is not None:
+        out['floor'] = dict(fid=fl['fid'], kid_mean=fl['kid_mean'], kid_std=fl['kid_std'], n_real=fl['n_real'], n_held_out=fl['n_fake'],
                             protocol=f"real held-out ({fl['n_fake']}) vs real train ({fl['n_real']}): the best a generator can expect at this held-out count; "
                                      f"{fp['network']}; {fp['resize']}; {kid_p(fl)}")
-    if len(va): aud = memorization_audit(fake, tr.images, va.images, max_shift, q, progress)
-    else:
-        ti, tc, _ = nearest_neighbours(fake, tr.images, max_shift, progress=progress)
-        aud = dict(train_idx=ti, train_corr=tc, summary=dict(n_fake=len(fake), n_train=len(tr), n_held_out=0, max_shift=max_shift, closer_share=None,
-                   expected_for_real=None, median_train_corr=float(tc.median()), definition='no held-out slices: nearest-training correlation only, no threshold'))
-    rep['memorization'] = dict(aud['summary'], protocol=aud['summary']['definition'])
-    if fake_labels is not None:
-        fl_ = torch.as_tensor(fake_labels).long()
-        if len(fl_) != len(fake): raise ValueError(f'{len(fl_)} labels for {len(fake)} images')
-        dv_f, dv_r = diversity(fake, fl_, real.class_names, max_pairs, seed), diversity(tr.images, tr.labels, real.class_names, max_pairs, seed)
-        rep['diversity'] = dict(per_class={n: dict(fake=dv_f[n]['ms_ssim'], real=dv_r[n]['ms_ssim'], n_fake=dv_f[n]['n'], n_real=dv_r[n]['n'],
-                                                   pairs_fake=dv_f[n]['pairs'], pairs_real=dv_r[n]['pairs']) for n in real.class_names},
-                                protocol=f"mean pairwise MS-SSIM within a class (1 = identical), data_range=2, gauss 7px s1.0, "
-                                         f"{ms_ssim_scales(real.res)} scales, <= {max_pairs} random pairs; real = training slices of that class")
-        if classifier is not None:
-            ca = class_adherence(classifier, fake, fl_, real.class_names)
-            ca['classifier'] = dict(classifier.info)
-            ca['protocol'] = (f"accuracy of a SliceClassifier ({classifier.config['res']} px, trained on {classifier.info.get('n_train', '?')} real train slices) "
-                              f"on {len(fake)} generated slices against their intended class; its held-out real accuracy is {classifier.info.get('val_accuracy', float('nan')):.3f}")
-            rep['class_adherence'] = ca
-    if figures:
-        import matplotlib.pyplot as plt
-        figs = {}
-        k = min(16, len(fake))
-        figs['samples'] = show_grid(fake[:k], None if fake_labels is None else [real.class_names[int(c)] for c in torch.as_tensor(fake_labels)[:k]], ncols=8)
-        figs['nearest_pairs'] = show_nearest(fake, tr.images, aud, k=min(8, len(fake)))
-        if 'class_adherence' in rep: figs['confusion'] = plot_confusion(rep['class_adherence'])
-        for f in figs.values(): plt.close(f)
-        rep['_figures'] = figs
-    return rep
+    return out
+
+def _fid_section(ctx:dict, fake:torch.Tensor, progress:bool=False)->dict:
+    "FID/KID entries of a report; without the main network: marked unavailable with the reason, stand-in numbers under 'standin'."
+    out = {}
+    for name, fe in ctx['feats'].items():
+        d = _distances(fe, extract_features(fake, fe['net'], cache=False, progress=progress), ctx['settings'], ctx['device'])
+        if name == 'main': out.update(d)
+        else: out['standin'] = d
+    if ctx['reason'] is not None:
+        u = dict(available=False, reason=ctx['reason'], n_fake=len(fake), protocol=f"unavailable: {ctx['reason']}")
+        out.update(fid=dict(u, value=None), kid=dict(u, mean=None, std=None))
+    return out
+
+# %% ../nbs/05_metrics.ipynb #e8690f63
+def _memorization_section(ctx:dict, fake:torch.Tensor, q:float=0.95, progress:bool=False)->dict:
+    "The memorization audit against the shared reference (nearest-training correlation only without held-out slices)."
+    a = ctx['audit']
+    if a['n_held_out']: return memorization_audit(fake, q=q, reference=a, progress=progress)
+    tc, ti, _ = (t[:, 0].cpu() for t in top_correlations(audit_images(fake, a['res'], a['train'].device), a['train'], a['max_shift']))
+    return dict(train_idx=ti, train_corr=tc, summary=dict(n_fake=len(fake), n_train=a['n_train'], n_held_out=0, max_shift=a['max_shift'], closer_share=None,
+                expected_for_real=None, median_train_corr=float(tc.median()), definition='no held-out slices: nearest-training correlation only, no threshold'))
+
+def _labelled_sections(ctx:dict, fake:torch.Tensor, labels:torch.Tensor, real:SliceData, classifier=None)->dict:
+    "Diversity (generated against the shared real numbers) and class adherence."
+    s, dr = ctx['settings'], ctx['diversity']
+    dv = diversity(fake, labels, real.class_names, s['max_pairs'], s['seed'], ctx['device'])
+    out = dict(diversity=dict(per_class={n: dict(fake=dv[n]['ms_ssim'], real=dr[n]['ms_ssim'], n_fake=dv[n]['n'], n_real=dr[n]['n'],
+                                                 pairs_fake=dv[n]['pairs'], pairs_real=dr[n]['pairs']) for n in real.class_names},
+                              protocol=f"mean pairwise MS-SSIM within a class (1 = identical), data_range=2, gauss 7px s1.0, {ms_ssim_scales(real.res)} scales, "
+                                       f"<= {s['max_pairs']} pairs drawn uniformly without listing all pairs (all when fewer), seed {s['seed']}; real = training slices of that class"))
+    if classifier is not None:
+        ca = class_adherence(classifier, fake, labels, real.class_names)
+        ca['classifier'] = dict(classifier.info)
+        ca['protocol'] = (f"accuracy of a SliceClassifier ({classifier.config['res']} px, trained on {classifier.info.get('n_train', '?')} real train slices) "
+                          f"on {len(fake)} generated slices against their intended class; its held-out real accuracy is {classifier.info.get('val_accuracy', float('nan')):.3f}")
+        out['class_adherence'] = ca
+    return out
+
+# %% ../nbs/05_metrics.ipynb #95fca6e2
+def _figures(rep:dict, fake:torch.Tensor, labels, train, audit:dict, class_names:list)->dict:
+    "The report's figures (closed, for `write_report`): samples, nearest training pairs, confusion matrix."
+    import matplotlib.pyplot as plt
+    k = min(16, len(fake))
+    figs = dict(samples=show_grid(fake[:k], None if labels is None else [class_names[int(c)] for c in labels[:k]], ncols=8),
+                nearest_pairs=show_nearest(fake, train, audit, k=min(8, len(fake))))
+    if 'class_adherence' in rep: figs['confusion'] = plot_confusion(rep['class_adherence'])
+    for f in figs.values(): plt.close(f)
+    return figs
+
+# %% ../nbs/05_metrics.ipynb #1ad88fab
+def _check_labels(fake_labels, fake:torch.Tensor):
+    "Intended classes as a CPU int64 tensor of the images' length (None stays None)."
+    if fake_labels is None: return None
+    labels = torch.as_tensor(fake_labels).long().cpu()
+    if len(labels) != len(fake): raise ValueError(f'{len(labels)} labels for {len(fake)} images')
+    return labels
+
+def _report_head(real:SliceData, fake:torch.Tensor, from_res:tuple, ctx:dict, group=None)->dict:
+    "Format, group and setup of a report: real and generated counts, feature network, settings, device, versions."
+    main = ctx['feats'].get('main')
+    feat = main['net'].protocol if main else dict(network='unavailable', reason=ctx['reason'], fallback=ctx['feats']['standin']['net'].protocol)
+    return dict(format=REPORT_FORMAT, group=dict(group or {}),
+                protocol=dict(real=dict(source=real.settings.get('source'), res=real.res, n_train=len(real.train), n_val=len(real.val), classes=list(real.class_names)),
+                              fake=dict(n=len(fake), resized_from=list(from_res) if from_res != (real.res, real.res) else None),
+                              feature=feat, device=str(ctx['device']), versions=_versions(), **ctx['settings']))
 
 def _versions()->dict:
     import torchmetrics
@@ -681,6 +888,37 @@ def _versions()->dict:
     except Exception: pass
     return v
 
+# %% ../nbs/05_metrics.ipynb #04fb5e0c
+def evaluate(real:SliceData, # real slices with a train/val split (in memory or a lazy store)
+             fake_images:torch.Tensor, # (N, 1, H, W) generated slices in [-1, 1]
+             fake_labels:torch.Tensor|None=None, # (N,) intended class of each (needed for diversity and adherence)
+             feature:str='inception', # 'inception' or 'standin' (no weights; numbers not comparable to published FID)
+             weights=None, download:bool=True, # local Inception weights file; allow downloading them
+             reference:str='train', # real split the samples are compared with: 'train', 'val' or 'all'
+             classifier:SliceClassifier|None=None, # for class adherence
+             kid_subsets:int=100, kid_subset_size:int|None=None, # KID subsets and their size (default min(1000, counts))
+             max_shift:int=1, q:float=0.95, # memorization audit: alignment (px at `audit_res`) and threshold quantile
+             max_pairs:int=300, # diversity pairs per class
+             seed:int=0, # seed of every random choice
+             group:dict|None=None, # what this set is (e.g. {'guidance': 3.0}), copied into the report
+             figures:bool=True, # make figures (kept under '_figures')
+             cache_dir=None, progress:bool=True, # keep real-set features here across runs; show progress bars
+             device=None, strict:bool=False, # where everything runs (default CUDA when available); missing Inception weights an error
+             audit_res:int=64, context:dict|None=None, # audit comparison size; shared real reference (`real_reference`; its settings win)
+            )->dict:
+    "A metrics report for generated slices: FID/KID with the real floor, diversity, memorization, class adherence; each with its protocol."
+    fake, from_res = _check_fake(fake_images, real.res)
+    ctx = context or real_reference(real, feature, weights, download, reference, kid_subsets, kid_subset_size, max_shift, audit_res, max_pairs,
+                                    seed, device, strict, cache_dir, progress)
+    rep = dict(_report_head(real, fake, from_res, ctx, group), **_fid_section(ctx, fake, progress))
+    aud = _memorization_section(ctx, fake, q, progress)
+    rep['memorization'] = dict(aud['summary'], protocol=aud['summary']['definition'])
+    labels = _check_labels(fake_labels, fake)
+    if labels is not None: rep.update(_labelled_sections(ctx, fake, labels, real, classifier))
+    if figures: rep['_figures'] = _figures(rep, fake, labels, real.train.images, aud, real.class_names)
+    return rep
+
+# %% ../nbs/05_metrics.ipynb #5a0fb920
 def plot_confusion(adherence:dict, # from `class_adherence`
                    dpi:int=72, # figure resolution
                   ):
@@ -697,7 +935,7 @@ def plot_confusion(adherence:dict, # from `class_adherence`
     fig.tight_layout()
     return fig
 
-# %% ../nbs/05_metrics.ipynb #65d4c672
+# %% ../nbs/05_metrics.ipynb #564d3237
 def _clean(o):
     "JSON-safe copy: tensors and numpy to lists and numbers, NaN to None, private keys dropped."
     if isinstance(o, dict): return {str(k): _clean(v) for k, v in o.items() if not str(k).startswith('_')}
@@ -711,32 +949,36 @@ def _clean(o):
 def _fmt(v, nd=4):
     return '—' if v is None or (isinstance(v, float) and not math.isfinite(v)) else (f'{v:.{nd}g}' if isinstance(v, float) else str(v))
 
+def _sweep_markdown(reports:list)->str:
+    "A sweep (list of reports) as one Markdown table plus its protocol."
+    keys = sorted({k for r in reports for k in r.get('group', {})})
+    si = 'stand-in ' if reports and 'STAND-IN' in str(reports[0]['protocol']['feature'].get('network', '')) else ''
+    lines = ['# Evaluation sweep', '', '| ' + ' | '.join(keys + [si + 'FID', si + 'KID', 'KID std', 'closer_share', 'adherence', 'diversity']) + ' |', '|' + '---|'*(len(keys) + 6)]
+    for r in reports:
+        lines.append('| ' + ' | '.join([_fmt(r['group'].get(k)) for k in keys] + [_fmt(r['fid']['value']), _fmt(r['kid']['mean']), _fmt(r['kid']['std']),
+                     _fmt(r['memorization']['closer_share']), _fmt(r.get('class_adherence', {}).get('accuracy')), _fmt(_sweep_value(r, 'diversity')[0])]) + ' |')
+    lines += ['', '![sweep](sweep.png)', '', '## Protocol', '']
+    if reports: lines += [f"- FID: {reports[0]['fid']['protocol']}", f"- KID: {reports[0]['kid']['protocol']}", f"- memorization: {reports[0]['memorization']['protocol']}"]
+    if reports and 'standin' in reports[0]:
+        lines += ['', '| ' + ' | '.join(keys + ['stand-in FID', 'stand-in KID']) + ' |', '|' + '---|'*(len(keys) + 2)]
+        lines += ['| ' + ' | '.join([_fmt(r['group'].get(k)) for k in keys] + [_fmt(r['standin']['fid']['value']), _fmt(r['standin']['kid']['mean'])]) + ' |' for r in reports]
+    return '\n'.join(lines) + '\n'
+
+# %% ../nbs/05_metrics.ipynb #66010f0b
 def report_markdown(report:dict)->str:
     "A report (or a list of them) as Markdown tables, each number beside its protocol."
-    if isinstance(report, list):
-        keys = sorted({k for r in report for k in r.get('group', {})})
-        lines = ['# Evaluation sweep', '', '| ' + ' | '.join(keys + ['FID', 'KID', 'KID std', 'closer_share', 'adherence']) + ' |',
-                 '|' + '---|'*(len(keys) + 5)]
-        for r in report:
-            lines.append('| ' + ' | '.join([_fmt(r['group'].get(k)) for k in keys] + [_fmt(r['fid']['value']), _fmt(r['kid']['mean']), _fmt(r['kid']['std']),
-                         _fmt(r['memorization']['closer_share']), _fmt(r.get('class_adherence', {}).get('accuracy'))]) + ' |')
-        lines += ['', '![sweep](sweep.png)', '', '## Protocol', '']
-        if report: lines += [f"- FID: {report[0]['fid']['protocol']}", f"- KID: {report[0]['kid']['protocol']}", f"- memorization: {report[0]['memorization']['protocol']}"]
-        return '\n'.join(lines) + '\n'
-    r = report
-    g = ', '.join(f'{k}={v}' for k, v in r.get('group', {}).items())
+    if isinstance(report, list): return _sweep_markdown(report)
+    r, g = report, ', '.join(f'{k}={v}' for k, v in report.get('group', {}).items())
     lines = [f"# Evaluation report{' (' + g + ')' if g else ''}", '', f"Feature network: **{r['protocol']['feature']['network']}**", '',
              '| metric | value | protocol |', '|---|---|---|',
-             f"| FID | {_fmt(r['fid']['value'])} | {r['fid']['protocol']} |",
-             f"| KID | {_fmt(r['kid']['mean'])} ± {_fmt(r['kid']['std'])} | {r['kid']['protocol']} |"]
-    if 'floor' in r:
-        lines += [f"| FID floor (real vs real) | {_fmt(r['floor']['fid'])} | {r['floor']['protocol']} |",
-                  f"| KID floor (real vs real) | {_fmt(r['floor']['kid_mean'])} ± {_fmt(r['floor']['kid_std'])} | same |"]
+             f"| FID | {_fmt(r['fid']['value'])} | {r['fid']['protocol']} |", f"| KID | {_fmt(r['kid']['mean'])} ± {_fmt(r['kid']['std'])} | {r['kid']['protocol']} |"]
+    for name, d in [('', r)] + ([('stand-in ', r['standin'])] if 'standin' in r else []):
+        if name: lines += [f"| stand-in FID | {_fmt(d['fid']['value'])} | {d['fid']['protocol']} |", f"| stand-in KID | {_fmt(d['kid']['mean'])} ± {_fmt(d['kid']['std'])} | {d['kid']['protocol']} |"]
+        if 'floor' in d: lines += [f"| {name}FID floor (real vs real) | {_fmt(d['floor']['fid'])} | {d['floor']['protocol']} |",
+                                   f"| {name}KID floor (real vs real) | {_fmt(d['floor']['kid_mean'])} ± {_fmt(d['floor']['kid_std'])} | same |"]
     m = r['memorization']
     lines += [f"| memorization closer_share | {_fmt(m['closer_share'])} (real ≈ {m['expected_for_real']}) | {m['protocol']} |"]
-    if 'class_adherence' in r:
-        ca = r['class_adherence']
-        lines += [f"| class adherence | {_fmt(ca['accuracy'])} | {ca['protocol']} |"]
+    if 'class_adherence' in r: lines += [f"| class adherence | {_fmt(r['class_adherence']['accuracy'])} | {r['class_adherence']['protocol']} |"]
     if 'diversity' in r:
         lines += ['', '## Diversity (mean pairwise MS-SSIM; lower = more varied)', '', r['diversity']['protocol'], '',
                   '| class | generated | real | n generated |', '|---|---|---|---|']
@@ -748,66 +990,123 @@ def report_markdown(report:dict)->str:
     lines += ['', '## Setup', '', '```json', json.dumps(_clean(r['protocol']), indent=1), '```']
     return '\n'.join(lines) + '\n'
 
+# %% ../nbs/05_metrics.ipynb #9a1ab73e
+def _is_standin(r:dict)->bool:
+    "Whether the FID/KID a sweep plots for report `r` come from the stand-in network (chosen, or the fallback without Inception)."
+    return (r['fid']['value'] is None and 'standin' in r) or 'STAND-IN' in str(r['protocol']['feature'].get('network', ''))
+
+def _mean(vs)->float:
+    vs = [v for v in vs if v is not None and math.isfinite(v)]
+    return float(np.mean(vs)) if vs else float('nan')
+
+def _sweep_value(r:dict, m:str)->tuple:
+    "(value, error bar, real reference) of metric `m` in report `r`; stand-in FID/KID where Inception was unavailable."
+    d = r['standin'] if r['fid']['value'] is None and 'standin' in r else r
+    nan = lambda v: float('nan') if v is None else v
+    if m == 'fid': return nan(d['fid']['value']), None, d.get('floor', {}).get('fid')
+    if m == 'kid': return nan(d['kid']['mean']), d['kid']['std'], d.get('floor', {}).get('kid_mean')
+    if m == 'class_adherence': return r.get('class_adherence', {}).get('accuracy', float('nan')), None, r.get('class_adherence', {}).get('classifier', {}).get('val_accuracy')
+    if m == 'closer_share': return nan(r['memorization']['closer_share']), None, r['memorization']['expected_for_real']
+    if m == 'diversity':
+        pc = r.get('diversity', {}).get('per_class', {}).values()
+        return _mean([v['fake'] for v in pc]), None, (_mean([v['real'] for v in pc]) if pc else None)
+    raise ValueError(f"unknown metric {m!r}")
+
+SWEEP_TITLES = dict(fid='FID', kid='KID', class_adherence='class adherence', closer_share='memorization share', diversity='diversity (MS-SSIM)')
+
+# %% ../nbs/05_metrics.ipynb #87f1140e
 def plot_sweep(reports:list, # reports whose `group` holds the swept setting
                x:str='guidance', # group key on the x axis, e.g. 'guidance', 'steps', 'sampler'
-               metrics:tuple=('fid', 'kid', 'class_adherence', 'closer_share'), # which panels
+               metrics:tuple=('fid', 'kid', 'class_adherence', 'diversity', 'closer_share'), # which panels
                dpi:int=72, # figure resolution
               ):
-    "Metrics against a swept setting (guidance scale, sampler steps, ...), the real floor dashed where known."
+    "Metrics against a swept setting (guidance scale, sampler steps, ...), the real value dashed where known; FID/KID panels say 'stand-in' when they are."
     import matplotlib.pyplot as plt
     rs = sorted(reports, key=lambda r: (str(type(r['group'].get(x))), r['group'].get(x)))
     xs = [r['group'].get(x) for r in rs]
     num = all(isinstance(v, (int, float)) for v in xs)
     xv = xs if num else list(range(len(xs)))
-    get = {'fid': lambda r: (r['fid']['value'], None, r.get('floor', {}).get('fid')),
-           'kid': lambda r: (r['kid']['mean'], r['kid']['std'], r.get('floor', {}).get('kid_mean')),
-           'class_adherence': lambda r: (r.get('class_adherence', {}).get('accuracy', float('nan')), None, r.get('class_adherence', {}).get('classifier', {}).get('val_accuracy')),
-           'closer_share': lambda r: (r['memorization']['closer_share'], None, r['memorization']['expected_for_real'])}
-    fig, axs = plt.subplots(1, len(metrics), figsize=(2.6*len(metrics), 2.3), dpi=dpi, squeeze=False)
+    fig, axs = plt.subplots(1, len(metrics), figsize=(2.4*len(metrics), 2.3), dpi=dpi, squeeze=False)
     for ax, m in zip(axs[0], metrics):
-        v = [get[m](r) for r in rs]
+        v = [_sweep_value(r, m) for r in rs]
         y = [a[0] for a in v]; e = [a[1] for a in v]
         if all(s is not None for s in e): ax.errorbar(xv, y, e, fmt='o-')
         else: ax.plot(xv, y, 'o-')
         ref = [a[2] for a in v if a[2] is not None]
         if ref: ax.axhline(float(np.mean(ref)), ls='--', c='gray', lw=1, label='real')
-        ax.set_title(m, fontsize=9); ax.set_xlabel(x, fontsize=8)
+        t = SWEEP_TITLES.get(m, m)
+        ax.set_title(('stand-in ' + t if m in ('fid', 'kid') and rs and _is_standin(rs[0]) else t), fontsize=9); ax.set_xlabel(x, fontsize=8)
         if not num: ax.set_xticks(xv); ax.set_xticklabels([str(s) for s in xs], fontsize=7)
     fig.tight_layout()
     return fig
 
+# %% ../nbs/05_metrics.ipynb #22e43a36
+REPORT_FILES = ('report.json', 'report.md')
+
+def check_report_dir(out_dir)->Path:
+    "Raise a one-line `FileError` unless `out_dir` is absent, empty, or holds an earlier report (which `write_report` may replace)."
+    out = Path(out_dir)
+    if out.is_symlink() or (out.exists() and not out.is_dir()): raise FileError(out, 'exists and is not a folder')
+    if not out.is_dir(): return out
+    names = {p.name for p in out.iterdir()} - {'.lock'}
+    other = sorted(n for n in names if n not in REPORT_FILES and not (n.endswith('.png') and 'report.json' in names))
+    if other: raise FileError(out, f"holds files that are not an evaluation report ({', '.join(other[:3])}); choose a new or empty folder")
+    return out
+
+def clean_report_temps(out_dir)->list:
+    "Remove the temporary sets `write_report` left beside `out_dir` when killed (call it while holding the folder's lock)."
+    import re, shutil
+    out = Path(out_dir)
+    pat = re.compile(rf'\.(tmp|old)-{re.escape(out.name)}-\d+-[0-9a-f]{{6}}')
+    found = [p for p in out.parent.glob(f'.*-{out.name}-*') if pat.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
+    for p in found:
+        if p.name.startswith('.old-') and not out.exists(): os.replace(p, out)  # killed between the two renames: the old set comes back
+        else: shutil.rmtree(p, ignore_errors=True)
+    return found
+
+# %% ../nbs/05_metrics.ipynb #3f954a31
 def write_report(report:dict|list, # from `evaluate`, or a list of them (a sweep)
-                 out_dir, # folder to write into (created)
+                 out_dir, # folder to write into (replaced as a whole)
                  sweep_key:str|None=None, # for a list: the group key to plot against (default: the first one)
                 )->Path:
-    "Write report.json, report.md and the figures (PNG) into `out_dir`, each file atomically."
+    "Write report.json, report.md and the figures (PNG) into `out_dir` as one set: a kill leaves the old complete report or none."
     import matplotlib.pyplot as plt
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    out = check_report_dir(out_dir)
     figs = {}
     if isinstance(report, list):
         key = sweep_key or next((k for r in report for k in r.get('group', {})), None)
         if key is not None and report: figs['sweep'] = plot_sweep(report, key)
     else: figs = dict(report.get('_figures', {}))
-    for name, fig in figs.items():
-        with atomic_path(out/f'{name}.png') as tmp: fig.savefig(tmp, format='png', dpi=fig.dpi)
-        if isinstance(report, list): plt.close(fig)
-    with atomic_path(out/'report.md') as tmp: tmp.write_text(report_markdown(report), encoding='utf-8')
-    with atomic_path(out/'report.json') as tmp: tmp.write_text(json.dumps(_clean(report), indent=1), encoding='utf-8')
+    md, js = report_markdown(report), json.dumps(_clean(report), indent=1)
+    try:
+        with atomic_dir(out) as tmp:
+            if (out/'.lock').is_file():
+                try: os.link(out/'.lock', tmp/'.lock')  # the same file: a lock held on `out` stays held after the swap
+                except OSError: pass
+            for name, fig in figs.items(): fig.savefig(tmp/f'{name}.png', format='png', dpi=fig.dpi)
+            (tmp/'report.md').write_text(md, encoding='utf-8')
+            (tmp/'report.json').write_text(js, encoding='utf-8')
+    finally:
+        if isinstance(report, list): [plt.close(f) for f in figs.values()]
     return out
 
+# %% ../nbs/05_metrics.ipynb #c6d631c0
 def evaluate_groups(real:SliceData, # real slices
                     fake:FakeSet, # generated slices with manifest rows
                     by:str='guidance', # manifest column to group by: 'guidance', 'sampler', 'steps', 'model', 'seed'
                     progress:bool=True, # show progress
-                    **kwargs, # passed to `evaluate` (feature, classifier, ...)
+                    **kwargs, # passed to `evaluate` (feature, classifier, device, ...)
                    )->list:
-    "One `evaluate` report per value of a manifest column (e.g. per guidance scale), for `plot_sweep` and `write_report`."
+    "One `evaluate` report per value of a manifest column (e.g. per guidance scale); the real reference is computed once for all of them."
     if by not in MANIFEST_COLUMNS: raise ValueError(f'by must be one of {MANIFEST_COLUMNS}, got {by!r}')
     values = []
     for r in fake.rows:
         if r[by] not in values: values.append(r[by])
+    import inspect
+    keys = set(inspect.signature(real_reference).parameters) - {'real', 'progress'}
+    ctx = kwargs.pop('context', None) or real_reference(real, progress=progress, **{k: v for k, v in kwargs.items() if k in keys})
     out = []
     for v in tqdm(values, desc=f'per {by}', disable=not progress, leave=False):
         m = torch.tensor([r[by] == v for r in fake.rows])
-        out.append(evaluate(real, fake.images[m], fake.labels[m], group={by: v}, progress=False, **kwargs))
+        out.append(evaluate(real, fake.images[m], fake.labels[m], group={by: v}, progress=False, context=ctx, **kwargs))
     return out

@@ -146,6 +146,20 @@ def _study_res(fake_dir:Path, rows:list)->int:
     if x.shape[-1] != x.shape[-2]: raise DataError(fake_dir/rows[0][0], f'expected square images, got {tuple(x.shape[-2:])}')
     return int(x.shape[-1])
 
+# %% ../nbs/07_reader_study.ipynb #a7e3c9d1
+def _write_study(out, key, ids, images, public, doc):
+    "Write the page, its images and the truth key as one set: the study folder appears whole or not at all."
+    with atomic_dir(out) as tmp_dir:
+        (tmp_dir/'img').mkdir()
+        for s, x in zip(ids, images): (tmp_dir/'img'/f'{s}.png').write_bytes(study_png(x))
+        (tmp_dir/'study.json').write_text(json.dumps(public, indent=1))
+        (tmp_dir/'index.html').write_text(study_page(public), encoding='utf-8')
+        with atomic_path(key) as t: t.write_text(json.dumps(doc, indent=1))
+
+def _check_new(out:Path, key:Path):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())): raise FileError(out, 'already exists; a study is never replaced (readers answer it): choose another --out')
+    if key.exists(): raise FileError(key, 'a truth key already exists here; choose another --out or --key')
+
 # %% ../nbs/07_reader_study.ipynb #b931339b
 def make_study(real, # real slices: 'mni152', a store folder, a legacy cache file, or a loaded dataset
                fake, # folder written by `mri-diffusion sample` (manifest.csv + PNGs)
@@ -159,16 +173,13 @@ def make_study(real, # real slices: 'mni152', a store folder, a legacy cache fil
     "Write a blinded reader-study folder (page + images) and its truth key apart; returns the key."
     out, fake = Path(out), Path(fake)
     key = Path(key) if key else key_path_for(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())): raise FileError(out, 'already exists; a study is never replaced (readers answer it): choose another --out')
-    if key.exists(): raise FileError(key, 'a truth key already exists here; choose another --out or --key')
+    _check_new(out, key)
     if seed is None: seed = int(np.random.SeedSequence().entropy % 2**31)
     rows = fake_manifest(fake)
     res = _study_res(fake, rows)
     real = open_real(real, res)
     picked = pick_balanced(real.labels.numpy(), [k for _, k in rows], n, seed)
-    images = _chosen_images(real, fake, rows, picked, res)
-    w = max(3, len(str(n)))
-    ids = [f'{i + 1:0{w}d}' for i in range(n)]
+    ids = [f'{i + 1:0{max(3, len(str(n)))}d}' for i in range(n)]
     sid = hashlib.sha256(json.dumps([seed, str(fake.resolve()), picked]).encode()).hexdigest()[:12]
     names = list(real.class_names)
     items = [dict(image=ids[j], truth=t, cls=c, class_name=names[c] if c < len(names) else str(c),
@@ -177,12 +188,7 @@ def make_study(real, # real slices: 'mni152', a store folder, a legacy cache fil
     doc = dict(format=KEY_FORMAT, study=sid, seed=seed, n=n, image_size=res, display=display, class_names=names,
                real_source=str(real.settings.get('source', '')) if hasattr(real, 'settings') else '', fake_source=str(fake),
                created=time.strftime('%Y-%m-%dT%H:%M:%S%z'), folder=str(out), items=items)
-    with atomic_dir(out) as tmp_dir:
-        (tmp_dir/'img').mkdir()
-        for s, x in zip(ids, images): (tmp_dir/'img'/f'{s}.png').write_bytes(study_png(x))
-        (tmp_dir/'study.json').write_text(json.dumps(public, indent=1))
-        (tmp_dir/'index.html').write_text(study_page(public), encoding='utf-8')
-        with atomic_path(key) as t: t.write_text(json.dumps(doc, indent=1))
+    _write_study(out, key, ids, _chosen_images(real, fake, rows, picked, res), public, doc)
     return doc
 
 # %% ../nbs/07_reader_study.ipynb #60aed756
@@ -433,6 +439,12 @@ def _controls():
     plaus = W.ToggleButtons(options=[1, 2, 3, 4, 5], value=None, description='plausibility', style={'button_width': '40px'})
     return kind, conf, plaus, W.Text(placeholder='note (optional)', description='note')
 
+# %% ../nbs/07_reader_study.ipynb #b81f0c2e
+def _answers_doc(pub:dict, reader:str, ims:list, answers:dict)->dict:
+    "An answers document in the page's format from the widget's answers."
+    return dict(format=ANSWERS_FORMAT, study=pub['id'], reader=reader, saved_at=time.strftime('%Y-%m-%dT%H:%M:%S%z'),
+                answers=[dict(image=i['id'], **answers.get(i['id'], {})) for i in ims])
+
 # %% ../nbs/07_reader_study.ipynb #5353fdda
 def mini_study(folder, # a study folder written by `make_study`
                reader:str='NB', # the reader's initials, for the answers document
@@ -459,8 +471,6 @@ def mini_study(folder, # a study folder written by `make_study`
     for w in (kind, conf, plaus, note): w.observe(store, 'value')
     prev.on_click(lambda _: move(-1)); nxt.on_click(lambda _: move(1))
     box = W.VBox([status, img, kind, conf, plaus, note, W.HBox([prev, nxt])])
-    box.answers = answers
-    box.answers_doc = lambda: dict(format=ANSWERS_FORMAT, study=pub['id'], reader=reader, saved_at=time.strftime('%Y-%m-%dT%H:%M:%S%z'),
-                                   answers=[dict(image=i['id'], **answers.get(i['id'], {})) for i in ims])
+    box.answers, box.answers_doc = answers, lambda: _answers_doc(pub, reader, ims, answers)
     show()
     return box

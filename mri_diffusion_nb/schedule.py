@@ -113,7 +113,7 @@ def from_dict(cls:NoiseSchedule, d:dict)->NoiseSchedule:
     "A schedule from `to_dict`'s output (unknown keys ignored)."
     return cls(**{f.name: d[f.name] for f in fields(cls) if f.init and f.name in d})
 
-# %% ../nbs/02_schedule.ipynb #3135d9e6
+# %% ../nbs/02_schedule.ipynb #247fdc3f
 def _curve_png(abar:torch.Tensor, t:int, title:str='', dpi:int=100)->bytes:
     "PNG of the ᾱ_t curve with step t marked (matplotlib, no pyplot state)."
     from matplotlib.figure import Figure
@@ -136,7 +136,7 @@ def timestep_frame(x0:torch.Tensor, # (1, H, W) or (H, W) clean image in [-1, 1]
     xt = schedule.q_sample(x0, tt, noise.reshape(x0.shape).to(x0))[0, 0].clamp(-1, 1)
     return xt, schedule.abar[t].item(), schedule.snr(tt).item()
 
-# %% ../nbs/02_schedule.ipynb #3cac7e7f
+# %% ../nbs/02_schedule.ipynb #12d9698d
 def timestep_widget(x0:torch.Tensor, # (1, H, W) or (H, W) clean image in [-1, 1]
                     schedules:tuple=('linear', 'cosine', 'scaled_linear'), # schedule kinds for the dropdown
                     seed:int=0, # seed of the fixed noise ε

@@ -9,10 +9,11 @@ from dataclasses import dataclass, asdict, replace
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
+from torch._subclasses.fake_tensor import FakeTensorMode
 from diffusers import UNet2DModel
 
 # %% auto #0
-__all__ = ['PRESETS', 'UNetPreset', 'get_preset', 'build_unet', 'null_class', 'n_params', 'attention_resolutions',
+__all__ = ['PRESETS', 'UNetPreset', 'get_preset', 'build_unet', 'null_class', 'n_params', 'attention_resolutions', 'bf16_native',
            'forward_flops', 'train_step_peak_rss', 'activation_bytes', 'activation_fit', 'train_memory',
            'train_throughput']
 
@@ -28,7 +29,7 @@ class UNetPreset:
     dropout: float = 0.0   # dropout inside the ResNet blocks
     n_classes: int = 4     # classes, not counting the null class
     norm_groups: int = 32  # GroupNorm groups; must divide every channel count
-    batch_size: int = 16   # a sensible training batch for the intended hardware
+    batch_size: int = 16   # per-device training batch for the intended hardware (paper: fits a 40 GB GPU, chapter 01's estimate)
 
     def __post_init__(self):
         self.channels, self.attention = tuple(int(c) for c in self.channels), tuple(bool(a) for a in self.attention)
@@ -44,10 +45,11 @@ class UNetPreset:
         "Feature-map size at each level."
         return tuple(self.res // 2**i for i in range(len(self.channels)))
 
+# %% ../nbs/01_unet.ipynb #d9d40e4c
 PRESETS = {
     'tiny':  UNetPreset('tiny', 32, (32, 64, 64), 1, (False, False, True), 0.0, 4, 8, 16),
     'demo':  UNetPreset('demo', 64, (32, 64, 64, 128), 2, (False, False, False, True), 0.0, 4, 8, 16),
-    'paper': UNetPreset('paper', 256, (128, 128, 256, 256, 512, 512), 2, (False, False, False, False, True, False), 0.1, 4, 32, 32),
+    'paper': UNetPreset('paper', 256, (128, 128, 256, 256, 512, 512), 2, (False, False, False, False, True, False), 0.1, 4, 32, 16),
 }
 
 def get_preset(p:str|UNetPreset, # a preset name or a preset
@@ -104,6 +106,16 @@ def _dummy_batch(model:UNet2DModel, batch_size:int=1)->tuple:
     y = torch.full((batch_size,), null_class(model), device=dev) if c.num_class_embeds else None
     return x, t, y
 
+# %% ../nbs/01_unet.ipynb #d3aa480f
+def bf16_native(device='cpu', # a device or its name
+               )->bool:
+    "Whether `device` runs bf16 matrix products and convolutions natively (CUDA with bf16; a CPU with AVX512-BF16 or AMX)."
+    d = torch.device(device)
+    if d.type == 'cuda': return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if d.type != 'cpu': return False
+    cpu = torch.cpu
+    return any(getattr(cpu, f, lambda: False)() for f in ('_is_avx512_bf16_supported', '_is_amx_tile_supported'))
+
 # %% ../nbs/01_unet.ipynb #ed16c544
 def forward_flops(model:UNet2DModel, # the network
                   batch_size:int=1, # images per forward
@@ -144,14 +156,16 @@ for _ in range(steps):
 print(json.dumps(rss()[1] - base))
 '''
 
+# %% ../nbs/01_unet.ipynb #7c80473b
 def train_step_peak_rss(model:UNet2DModel, # the architecture to measure (rebuilt from its config)
                         batch_size:int=16, # images per step
-                        bf16:bool=True, # bf16 autocast
+                        bf16:bool|None=None, # bf16 autocast (None: where the CPU has it natively)
                         n_steps:int=2, # steps to run (AdamW's moments exist from the first step on)
                         threads:int|None=None, # torch threads in the probe; None: torch's default
                         timeout:float=600, # seconds
                        )->int:
     "Peak CPU memory (bytes) of AdamW training steps: rise of the peak resident set of a fresh process over its level before the model exists."
+    bf16 = bf16_native('cpu') if bf16 is None else bf16
     cfg = json.dumps({k: v for k, v in dict(model.config).items() if not k.startswith('_')})
     r = subprocess.run([sys.executable, '-c', _STEP_CHILD, cfg, str(batch_size), '1' if bf16 else '0', str(n_steps), str(threads or 0)],
                        capture_output=True, text=True, timeout=timeout)
@@ -159,9 +173,9 @@ def train_step_peak_rss(model:UNet2DModel, # the architecture to measure (rebuil
     return int(r.stdout.strip().splitlines()[-1])
 
 # %% ../nbs/01_unet.ipynb #7dcbdb01
-def _saved_for_backward(model:UNet2DModel, batch_size:int=1, bf16:bool=True)->tuple:
+def _count_saved(model:UNet2DModel, batch_size:int=1, bf16:bool=True)->tuple:
     "Bytes autograd saves in one training-mode forward: (casts of parameters, everything else); parameters themselves excluded."
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    params = {p.untyped_storage()._cdata for p in model.parameters()}
     def from_param(x):  # a bf16 copy of a weight made by autocast: ToCopy whose only input is a leaf parameter
         fn = x.grad_fn
         return fn is not None and type(fn).__name__ == 'ToCopyBackward0' and all(
@@ -169,7 +183,7 @@ def _saved_for_backward(model:UNet2DModel, batch_size:int=1, bf16:bool=True)->tu
     weights, other = {}, {}
     def pack(x):
         s = x.untyped_storage()
-        if s.data_ptr() not in params: (weights if from_param(x) else other)[s.data_ptr()] = s.nbytes()
+        if s._cdata not in params: (weights if from_param(x) else other)[s._cdata] = s.nbytes()
         return x
     batch, was_training = _dummy_batch(model, batch_size), model.training
     model.train()  # dropout masks are part of training memory
@@ -181,6 +195,16 @@ def _saved_for_backward(model:UNet2DModel, batch_size:int=1, bf16:bool=True)->tu
     finally: model.train(was_training)
     return sum(weights.values()), sum(v for k, v in other.items() if k not in weights)
 
+# %% ../nbs/01_unet.ipynb #b251cc6e
+def _saved_for_backward(model:UNet2DModel, batch_size:int=1, bf16:bool=True)->tuple:
+    "`_count_saved`, on fake tensors (shapes and dtypes, no arithmetic) where bf16 is emulated: the same bytes, minutes sooner."
+    if not bf16 or bf16_native(model.device): return _count_saved(model, batch_size, bf16)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        fake = UNet2DModel.from_config(model.config)
+        if model.is_gradient_checkpointing: fake.enable_gradient_checkpointing()
+        return _count_saved(fake, batch_size, bf16)
+
+# %% ../nbs/01_unet.ipynb #5e0732d3
 def activation_bytes(model:UNet2DModel, # the network (its device is used)
                      batch_size:int=1, # images per forward
                      bf16:bool=True, # bf16 autocast, as in training
@@ -210,11 +234,12 @@ def train_throughput(model:UNet2DModel, # the network (a copy is trained; the or
                      labels:torch.Tensor|None=None, # (N,) classes; null class if None
                      batch_size:int=16, # images per step
                      n_steps:int=5, # timed steps, after one warm-up step
-                     bf16:bool=True, # bf16 autocast
+                     bf16:bool|None=None, # bf16 autocast (None: where the device has it natively)
                     )->float:
     "Training images per second: AdamW steps on the noise-prediction MSE loss, median step time."
     m = copy.deepcopy(model).train()
     dev, r = m.device, m.config.sample_size
+    bf16 = bf16_native(dev) if bf16 is None else bf16
     opt = torch.optim.AdamW(m.parameters(), 1e-4)
     g = torch.Generator().manual_seed(0)
     times = []

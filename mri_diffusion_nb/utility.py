@@ -78,6 +78,14 @@ def _read_fake(fake, class_names, res:int)->tuple:
     if x.shape[-1] != res: x = F.interpolate(x, size=(res, res), mode='bilinear', antialias=True, align_corners=False).clamp(-1, 1)
     return x, torch.tensor([k for _, k in rows])
 
+# %% ../nbs/08_utility.ipynb #c3d4e5f6
+def _protocol(width, res, steps, batch_size, n_tr, n_va, n_fake, real, seeds, fractions, fake, seconds)->dict:
+    "What `utility_experiment` ran, printed with its numbers."
+    return dict(classifier=f'SliceClassifier(width={width}) at {res} px, AdamW one-cycle lr 3e-3, {steps} steps of {batch_size}, augmentation on',
+                n_train_real=n_tr, n_test_real=n_va, n_synthetic=n_fake, class_names=list(real.class_names), seeds=list(seeds),
+                fractions=list(fractions), real_source=str(getattr(real, 'settings', {}).get('source', '')),
+                fake_source=str(fake) if isinstance(fake, (str, Path)) else 'in memory', seconds=round(seconds, 1))
+
 # %% ../nbs/08_utility.ipynb #5667f4ab
 def utility_experiment(real, # real slices: 'mni152', a store folder, a cache file, or a loaded dataset (train/val split)
                        fake, # generated slices: a `mri-diffusion sample` folder, or (images, labels)
@@ -105,10 +113,7 @@ def utility_experiment(real, # real slices: 'mni152', a store folder, a cache fi
         k, n = accuracy(m, xva, yva)
         runs.append(dict(condition=name, fraction=f, synthetic=syn, seed=seed, n_real=len(idx), n_synthetic=len(xf) if syn else 0,
                          correct=k, n_test=n, accuracy=k/n))
-    proto = dict(classifier=f'SliceClassifier(width={width}) at {res} px, AdamW one-cycle lr 3e-3, {steps} steps of {batch_size}, augmentation on',
-                 n_train_real=len(tr), n_test_real=len(va), n_synthetic=len(xf), class_names=list(real.class_names), seeds=list(seeds),
-                 fractions=list(fractions), real_source=str(getattr(real, 'settings', {}).get('source', '')),
-                 fake_source=str(fake) if isinstance(fake, (str, Path)) else 'in memory', seconds=round(time.time() - t0, 1))
+    proto = _protocol(width, res, steps, batch_size, len(tr), len(va), len(xf), real, seeds, fractions, fake, time.time() - t0)
     return dict(format=UTILITY_FORMAT, protocol=proto, runs=runs)
 
 # %% ../nbs/08_utility.ipynb #300c00d3

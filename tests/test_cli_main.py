@@ -29,3 +29,8 @@ def test_write_error_is_one_line_and_leaves_nothing(tmp_path):
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith('mri-diffusion sample: error: ') and str(out) in last and 'Traceback' not in r.stderr, r.stderr
     assert not [p for p in out.rglob('.tmp-*')], sorted(out.rglob('*'))
+
+def test_demo_refuses_a_bad_device_in_one_line(tmp_path):
+    r = cli('demo', '--device', 'tpu', '--out', tmp_path/'d')
+    assert r.returncode == 2 and r.stderr.count('\n') == 1 and '--device' in r.stderr and 'unknown device' in r.stderr, r.stderr
+    assert not (tmp_path/'d').exists()

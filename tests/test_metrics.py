@@ -283,3 +283,119 @@ def test_load_fake_dir_errors(tmp_path, data):
     err(d, "class 'small' is not an index or one of", class_names=['a', 'b'])
     d = write_dir(tmp_path/'escape', data.val.images[:1], data.val.labels[:1])
     (d/'manifest.csv').write_text(','.join(M.MANIFEST_COLUMNS) + '\n../x.png,0,,,,,\n'); err(d, 'relative path inside the folder')
+
+
+# --- scale: chunked, lazy, on a device (issue 13) -------------------------------
+
+class Lazy:
+    "A lazy image store as `store.open_data` gives: `images[i:i+k]` and index tensors read on demand, counted."
+    def __init__(self, x): self.x, self.reads = x, []
+    def __len__(self): return len(self.x)
+    @property
+    def shape(self): return self.x.shape
+    def __getitem__(self, k):
+        out = self.x[k]; self.reads.append(len(out)); return out.clone()
+
+class LazyData:
+    "A `SliceData` whose images are lazy (train/val are views)."
+    def __init__(self, d): self.d, self.images = d, Lazy(d.images)
+    def __getattr__(self, k): return getattr(self.d, k)
+    def __len__(self): return len(self.d)
+    @property
+    def train(self): return LazyData(self.d.train)
+    @property
+    def val(self): return LazyData(self.d.val)
+
+
+def test_chunked_search_equals_brute_force_topk(data):
+    q, r = noisy(data.val.images, .2), data.train.images
+    sh = M._shifts(1).tolist()
+    brute = torch.stack([M._unit(M._shift(q, dy, dx)).double() @ M._unit(r).double().T for dy, dx in sh]).amax(0)
+    bv, bi = brute.topk(4, dim=1)
+    lazy = Lazy(r)
+    i, c, s = M.nearest_neighbours(q, lazy, max_shift=1, k=4, batch_size=3, chunk=5)
+    assert torch.equal(i, bi) and torch.allclose(c.double(), bv, atol=1e-5) and s.shape == (len(q), 4, 2)
+    assert max(lazy.reads) <= 1024  # the reference was read in chunks
+
+
+def test_audit_downsamples_and_reuses_reference(data):
+    ref = M.audit_reference(data.train.images, data.val.images, max_shift=1, res=16)
+    assert ref['train'].shape == (len(data.train), 16*16) and ref['train'].dtype == torch.float32
+    copies = M._shift(data.train.images[:6], 2, 0)  # 2 px at 32 = 1 px at 16: within max_shift after downsampling
+    a = M.memorization_audit(copies, reference=ref)
+    assert torch.equal(a['train_idx'], torch.arange(6)) and a['summary']['closer_share'] == 1.0 and a['summary']['res'] == 16
+    assert '16 px' in a['summary']['definition']
+    b = M.memorization_audit(copies, data.train.images, data.val.images, res=16)
+    assert torch.equal(a['train_corr'], b['train_corr'])
+
+
+def test_sample_pairs_without_enumeration():
+    t = time.time()
+    i, j = M.sample_pairs(10**7, 300, seed=3)  # all pairs would be 5e13 indices
+    assert time.time() - t < 5 and len(i) == 300 and (i != j).all() and int(torch.maximum(i, j).max()) < 10**7
+    assert torch.equal(M.sample_pairs(10**7, 300, seed=3)[0], i)
+    assert len(M.sample_pairs(5, 300)[0]) == 10 and len(M.sample_pairs(1)[0]) == 0
+
+
+def test_lazy_real_gives_the_same_report(data):
+    lazy = LazyData(data)
+    fake, y = noisy(data.val.images, .1), data.val.labels
+    kw = dict(feature='standin', figures=False, progress=False, device='cpu')
+    a, b = M.evaluate(data, fake, y, **kw), M.evaluate(lazy, fake, y, **kw)
+    for k in ('fid', 'kid', 'floor'): assert a[k] == pytest.approx(b[k]), k
+    assert a['memorization'] == b['memorization'] and a['diversity'] == b['diversity']
+    assert M.images_key(lazy.images) == M.images_key(data.images)
+    assert a['protocol']['device'] == 'cpu'
+
+
+def test_groups_share_one_real_reference(data, monkeypatch):
+    calls = []
+    orig = M.audit_reference
+    monkeypatch.setattr(M, 'audit_reference', lambda *a, **k: calls.append(1) or orig(*a, **k))
+    x, y = data.val.images, data.val.labels
+    fs = M.FakeSet(torch.cat([x, noisy(x, .3)]), torch.cat([y, y]), [{'guidance': g} for g in [1.0]*len(x) + [7.0]*len(x)])
+    reps = M.evaluate_groups(data, fs, by='guidance', feature='standin', figures=False, progress=False)
+    assert len(calls) == 1 and [r['group']['guidance'] for r in reps] == [1.0, 7.0]
+    assert reps[1]['fid']['value'] > reps[0]['fid']['value']
+
+
+def test_offline_inception_marks_fid_unavailable(data):
+    kw = dict(feature='inception', weights='/nowhere/w.pth', download=False, figures=False, progress=False)
+    rep = M.evaluate(data, noisy(data.val.images, .1), data.val.labels, **kw)
+    assert rep['fid']['value'] is None and rep['kid']['mean'] is None and '/nowhere/w.pth' in rep['fid']['reason']
+    assert rep['standin']['fid']['value'] > 0 and 'floor' in rep['standin'] and rep['memorization']['closer_share'] is not None
+    assert rep['protocol']['feature']['network'] == 'unavailable'
+    md = M.report_markdown(rep)
+    assert 'stand-in FID' in md and 'unavailable' in md
+    M.plot_sweep([dict(rep, group={'guidance': 1.0})])
+    with pytest.raises(M.WeightsError): M.evaluate(data, data.val.images, None, strict=True, **kw)
+    with pytest.raises(ValueError, match='too small'): M.evaluate(data, torch.zeros(3, 1, 4, 4), None, feature='standin', figures=False, progress=False)
+
+
+def test_write_report_is_a_set(tmp_path, data):
+    rep = M.evaluate(data, noisy(data.val.images, .1), data.val.labels, feature='standin', progress=False)
+    out = M.write_report(rep, tmp_path/'rep')
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(AttributeError): M.write_report(dict(rep, _figures={'samples': None}), out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before and sorted(p.name for p in tmp_path.iterdir()) == ['rep']
+    (tmp_path/'other').mkdir(); (tmp_path/'other'/'a.png').write_bytes(b'x')
+    with pytest.raises(M.FileError, match='not an evaluation report'): M.write_report(rep, tmp_path/'other')
+    (tmp_path/'.tmp-rep-123-abcdef').mkdir(); (tmp_path/'.tmp-rep-9-abcdef').mkdir(); (tmp_path/'.tmp-rep2-1-abcdef').mkdir()
+    assert len(M.clean_report_temps(out)) == 2 and (tmp_path/'.tmp-rep2-1-abcdef').exists()
+
+
+def test_plot_sweep_diversity_panel_and_stand_in_titles(data):
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    x = data.val.images
+    sweep = [M.evaluate(data, noisy(x, s), data.val.labels, feature='standin', group={'guidance': w}, figures=False, progress=False)
+             for w, s in ((1.0, .05), (3.0, .2))]
+    fig = M.plot_sweep(sweep, x='guidance')
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ['stand-in FID', 'stand-in KID', 'class adherence', 'diversity (MS-SSIM)', 'memorization share'], titles
+    div = fig.axes[3]
+    assert np.allclose(div.lines[0].get_ydata(), [np.mean([v['fake'] for v in r['diversity']['per_class'].values()]) for r in sweep])
+    assert np.isclose(div.lines[1].get_ydata()[0], np.mean([v['real'] for v in sweep[0]['diversity']['per_class'].values()]))  # the real value, dashed
+    plt.close(fig)
+    md = M.report_markdown(sweep)
+    assert '| guidance | stand-in FID | stand-in KID |' in md and 'diversity |' in md
