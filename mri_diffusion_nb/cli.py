@@ -48,6 +48,7 @@ def data_options(a)->dict:
                 seed=a.seed, labels_csv=a.labels, label_column=a.label_column, subject_column=a.subject_column, bins=bins,
                 pattern=a.pattern, exclude=a.exclude or [], modality=a.modality, label=a.classes, tumour_mm2=a.tumour_mm2)
 
+# %% ../nbs/09_cli.ipynb #d6b6ab8b
 def make_data(source:str='mni152', # 'mni152', a NIfTI file, or a folder of volumes
               progress:bool|None=None, # progress bar: None shows it on a terminal only
               on_error:str='raise', # folder: 'raise' or 'skip' bad files
@@ -63,6 +64,7 @@ def make_data(source:str='mni152', # 'mni152', a NIfTI file, or a folder of volu
     if opts.get('labels_csv') or opts.get('modality'): raise UsageError('--labels and --modality need a folder of subjects, not a single file')
     return volume_slices(p, n_classes=opts['n_classes'], val_every=opts['val_every'], **g)
 
+# %% ../nbs/09_cli.ipynb #631c3735
 def summary_table(data)->str:
     "Slices per class and split, as aligned text."
     rows = [(name, c['train'], c['val']) for name, c in data.counts().items()]
@@ -89,6 +91,35 @@ def cmd_data(a)->int:
           f"{len(set(data.subjects))} subjects, {time.time()-t0:.1f} s)")
     return 0
 
+# %% ../nbs/09_cli.ipynb #25351476
+def _data_parser(sub):
+    "The `data` subcommand's options."
+    d = sub.add_parser('data', help='slice NIfTI volumes into a slice store (a folder of memory-mapped shards)')
+    d.add_argument('--source', default='mni152', help="'mni152' (built in), a NIfTI file, or a folder of volumes (.nii, .nii.gz, .hdr)")
+    d.add_argument('--pattern', default='**/*', help="glob of image files under the folder (default all volumes; seg maps never count)")
+    d.add_argument('--exclude', action='append', help='glob of files to leave out (repeatable)')
+    d.add_argument('--modality', choices=['t1', 't1ce', 't2', 'flair'], help='BraTS-style folder: the contrast to slice')
+    d.add_argument('--labels', help='CSV of classes per subject (folders only)')
+    d.add_argument('--label-column', default='class', help="CSV column with the class or number (default 'class'; IXI: AGE)")
+    d.add_argument('--subject-column', default='subject', help="CSV column with the subject id (default 'subject')")
+    d.add_argument('--bins', help='numeric bin edges for --label-column, e.g. 40,60 for three age groups')
+    d.add_argument('--classes', default='auto', choices=['auto', 'level', 'tumour', 'csv'], help='label rule (default auto: csv if --labels, tumour if seg maps, else level)')
+    d.add_argument('--tumour-mm2', type=float, default=100., help='tumour class when the seg covers at least this area of a slice (default 100 mm²)')
+    d.add_argument('--res', type=int, default=64, help='image size in pixels, 8 to 1024 (default 64)')
+    d.add_argument('--fov-mm', type=float, default=240., help='field of view across the image, mm (default 240)')
+    d.add_argument('--pixel-mm', type=float, help='pixel size in mm (sets the field of view to pixel-mm x res)')
+    d.add_argument('--slice-mm', type=float, default=1., help='spacing between slices, mm (default 1)')
+    d.add_argument('--n-classes', type=int, default=4, help='anatomical-level classes when no CSV or seg maps (default 4)')
+    d.add_argument('--val-every', type=int, default=5, help='template or single file: every k-th slice held out (default 5)')
+    d.add_argument('--val-frac', type=float, default=0.2, help='folder: share of subjects held out (default 0.2)')
+    d.add_argument('--axis', default='axial', choices=['axial', 'coronal', 'sagittal'])
+    d.add_argument('--on-error', default='raise', choices=['raise', 'skip'], help='folder: fail on the first bad file (default) or skip bad files')
+    d.add_argument('--seed', type=int, default=0)
+    d.add_argument('--workers', type=int, default=1, help='worker processes building volumes (default 1)')
+    d.add_argument('--dtype', default='uint8', choices=['uint8', 'uint16', 'float16'], help='storage of the slices (default uint8)')
+    d.add_argument('--out', required=True, help='slice store folder (or a .safetensors file: the single-file cache, small data only)')
+    d.set_defaults(func=cmd_data)
+
 # %% ../nbs/09_cli.ipynb #1cbe839c
 def _grid_sampler(model, classes, schedule, guidance):
     "The sampler training uses for its sample grids: stochastic DPM-Solver++ with 20 steps."
@@ -111,6 +142,31 @@ def cmd_train(a)->int:
     print(f"wrote {run_dir} (checkpoint {done.name}, {time.time() - t0:.0f} s); sample with: mri-diffusion sample --model {run_dir} --out DIR")
     return 0
 
+# %% ../nbs/09_cli.ipynb #0a40ca35
+def _train_parser(sub):
+    "The `train` subcommand's options."
+    t = sub.add_parser('train', help='train a class-conditional U-Net with classifier-free guidance')
+    t.add_argument('--preset', choices=list(TRAIN_PRESETS), help='tiny (tests, 32 px; the default), demo (CPU, 64 px), paper (GPU, 256 px)')
+    t.add_argument('--data', help="slice store or cache from 'mri-diffusion data', or 'mni152' (default)")
+    t.add_argument('--out', required=True, help='run directory')
+    t.add_argument('--resume', action='store_true', help='continue the run in --out (also a moved or copied one) from its last complete checkpoint')
+    t.add_argument('--steps', type=int, help='total optimizer steps (default from the preset)')
+    t.add_argument('--batch-size', type=int, help='images per process per micro-step (paper: 16, fits a 40 GB GPU)')
+    t.add_argument('--grad-accum', type=int, help='micro-steps per optimizer step; effective batch = batch size x processes x grad-accum (paper: 4)')
+    t.add_argument('--grad-checkpointing', action='store_true', default=None, help='recompute activations in the backward pass: less memory, more compute')
+    t.add_argument('--lr', type=float, help='peak learning rate for the effective batch (paper: 1e-4 at 64; scale it with the effective batch)')
+    t.add_argument('--mixed-precision', choices=['no', 'fp16', 'bf16'])
+    t.add_argument('--p-uncond', type=float, help='label dropout probability for guidance')
+    t.add_argument('--dropout', type=float, help="dropout in the U-Net's ResNet blocks (default: the preset's; paper 0.1)")
+    t.add_argument('--augment', action=argparse.BooleanOptionalAction, default=None, help="small affine and intensity jitter (default: the preset's)")
+    t.add_argument('--ckpt-every', type=int, help='steps between checkpoints')
+    t.add_argument('--log-every', type=int, help='steps between metrics.jsonl lines')
+    t.add_argument('--sample-every', type=int, help='steps between sample grids, plus one at the end (0: no grids)')
+    t.add_argument('--workers', type=int, help='DataLoader worker processes (default 4 with a GPU, else 0)')
+    t.add_argument('--seed', type=int)
+    t.add_argument('--device', choices=['cuda', 'cpu'], help='cuda (each process its own GPU) or cpu (default: cuda when available); may differ on resume')
+    t.set_defaults(func=cmd_train)
+
 # %% ../nbs/09_cli.ipynb #19463f6c
 def cmd_sample(a)->int:
     out = Path(a.out)
@@ -127,6 +183,26 @@ def cmd_sample(a)->int:
                  bits=a.bits, batch_size=a.batch_size, net_batch=a.net_batch, progress=None, autocast=a.bf16)
     print(f"wrote {r['written']} new images to {out} ({r['total']} of {a.n} in manifest.csv, {r['images_per_s']:.2f} images/s on {model.device})")
     return 0
+
+# %% ../nbs/09_cli.ipynb #13589f2b
+def _sample_parser(sub):
+    "The `sample` subcommand's options."
+    s = sub.add_parser('sample', help='generate synthetic slices (PNG, NIfTI, DICOM) with a manifest; resumable')
+    s.add_argument('--model', default='demo', help="'demo' (shipped) or a run directory")
+    s.add_argument('--n', type=int, default=16, help='number of images (default 16)')
+    s.add_argument('--class', dest='cls', type=int, help='class index (default: all classes in turn)')
+    s.add_argument('--guidance', type=float, default=7.0, help='classifier-free guidance scale (default 7.0)')
+    s.add_argument('--sampler', default='dpm-sde', help='ddpm, ddim, dpm or dpm-sde (default dpm-sde)')
+    s.add_argument('--steps', type=int, help='sampling steps (default 1000 / 50 / 20 / 20)')
+    s.add_argument('--seed', type=int, default=0)
+    s.add_argument('--format', default='png', help='comma-separated: png,nifti,dicom (default png)')
+    s.add_argument('--bits', type=int, default=8, choices=[8, 16], help='PNG bit depth')
+    s.add_argument('--batch-size', type=int, default=16, help='images per batch')
+    s.add_argument('--net-batch', type=int, default=8, help='images per U-Net call, a fixed shape (default 8); images never depend on --batch-size')
+    s.add_argument('--device', help='cuda, cuda:N or cpu (default: cuda when available)')
+    s.add_argument('--bf16', action='store_true', help='run the U-Net under bf16 autocast where the device has bf16 natively (about 2x faster on a CPU with AVX512-BF16 or AMX); fp32 elsewhere')
+    s.add_argument('--out', required=True, help='output folder')
+    s.set_defaults(func=cmd_sample)
 
 # %% ../nbs/09_cli.ipynb #d0a07087
 def _real_for(real:str, res:int):
@@ -199,6 +275,22 @@ def cmd_evaluate(a)->int:
     print(f"wrote {out/'report.md'} and {out/'report.json'} ({n_fake} generated vs {n_real} real slices, on {dev})")
     return 0
 
+# %% ../nbs/09_cli.ipynb #4c6b460a
+def _evaluate_parser(sub):
+    "The `evaluate` subcommand's options."
+    e = sub.add_parser('evaluate', help='score generated slices against real ones: FID/KID, diversity, memorization, class adherence')
+    e.add_argument('--real', default='mni152', help="real slice cache, or 'mni152' (default) at the generated images' size")
+    e.add_argument('--fake', required=True, help="folder written by 'mri-diffusion sample' (PNG files and manifest.csv)")
+    e.add_argument('--out', required=True, help='report folder (report.json, report.md, plots)')
+    e.add_argument('--feature', default='inception', choices=['inception', 'standin'], help="FID/KID features: 'inception' (standard; needs its weights) or 'standin' (no weights, not comparable to published FID)")
+    e.add_argument('--weights', help='local Inception weights file (else $MRI_DIFFUSION_INCEPTION_WEIGHTS, the torch hub cache, or a download)')
+    e.add_argument('--offline', action='store_true', help='never download weights')
+    e.add_argument('--classifier', help='class-adherence classifier (.safetensors); default: train one on the real slices (seconds to minutes)')
+    e.add_argument('--by', default='guidance', help='manifest column to group by for a sweep (default guidance)')
+    e.add_argument('--device', help='where features, classifier and nearest-neighbour search run: cpu, cuda, cuda:1 ... (default cuda when available)')
+    e.add_argument('--strict', action='store_true', help='missing Inception weights are an error (default: FID/KID marked unavailable, everything else written)')
+    e.set_defaults(func=cmd_evaluate)
+
 # %% ../nbs/09_cli.ipynb #12d448aa
 @contextmanager
 def _accelerate_cpu(on:bool):
@@ -210,6 +302,24 @@ def _accelerate_cpu(on:bool):
         if on and old is None: os.environ.pop('ACCELERATE_USE_CPU', None)
         elif on: os.environ['ACCELERATE_USE_CPU'] = old
 
+# %% ../nbs/09_cli.ipynb #50778660
+def _demo_train(run:Path, steps:int, dev:torch.device, progress, log)->DiffusionModel:
+    "Train a fresh demo-sized model into `run` for `mri-diffusion demo --train`."
+    if latest_checkpoint(run) is not None: raise UsageError(f"{run}: already holds a run; remove it or choose another --out")
+    t0 = time.time()
+    cfg = train_config('demo', out=str(run), steps=steps, ckpt_every=steps, sample_every=0, warmup=min(100, steps//5), lr=1e-3)
+    with _accelerate_cpu(dev.type == 'cpu'): train(cfg, sample_fn=_grid_sampler, progress=progress)
+    log(f"trained {run} for {steps} steps in {time.time() - t0:.0f} s")
+    return load_model(run, device=dev)
+
+def _demo_grid(fake, model, path:Path, ncols:int, title:str):
+    "Save the generated slices as one labelled grid PNG, atomically."
+    import matplotlib.pyplot as plt
+    fig = show_grid(fake.images, [model.class_names[int(c)] for c in fake.labels], ncols=ncols, size=1.0, dpi=100, suptitle=title)
+    with atomic_path(path) as tmp: fig.savefig(tmp, format='png')
+    plt.close(fig)
+
+# %% ../nbs/09_cli.ipynb #843aa3ce
 def run_demo(out='mri-diffusion-demo', # output folder
              train_first:bool=False, # train a fresh demo-sized model first instead of using the shipped one
              train_steps:int=300, # steps for `train_first`
@@ -223,24 +333,13 @@ def run_demo(out='mri-diffusion-demo', # output folder
     out, dev = Path(out), as_device(device)
     if out.exists() and not out.is_dir(): raise UsageError(f"{out}: is a file, --out needs a folder")
     t0 = time.time()
-    if train_first:
-        run = out/'run'
-        if latest_checkpoint(run) is not None: raise UsageError(f"{run}: already holds a run; remove it or choose another --out")
-        cfg = train_config('demo', out=str(run), steps=train_steps, ckpt_every=train_steps, sample_every=0, warmup=min(100, train_steps//5), lr=1e-3)
-        with _accelerate_cpu(dev.type == 'cpu'): train(cfg, sample_fn=_grid_sampler, progress=progress)
-        model = load_model(run, device=dev)
-        log(f"trained {run} for {train_steps} steps in {time.time() - t0:.0f} s")
-    else: model = load_model('demo', device=dev)
+    model = _demo_train(out/'run', train_steps, dev, progress, log) if train_first else load_model('demo', device=dev)
     n = per_class*model.n_classes
     classes = torch.arange(model.n_classes).repeat_interleave(per_class)
     r = generate(model, out/'samples', n=n, classes=classes, guidance=guidance, sampler=sampler, steps=steps, seed=seed,
                  formats=('png', 'nifti', 'dicom'), batch_size=n, progress=progress, autocast=True)
     fake = load_fake_dir(out/'samples', class_names=model.class_names, progress=False)
-    import matplotlib.pyplot as plt
-    fig = show_grid(fake.images, [model.class_names[int(c)] for c in fake.labels], ncols=per_class, size=1.0, dpi=100,
-                    suptitle=f"{model.source}: guidance {guidance:g}, {sampler}-{steps}, one row per class")
-    with atomic_path(out/'grid.png') as tmp: fig.savefig(tmp, format='png')
-    plt.close(fig)
+    _demo_grid(fake, model, out/'grid.png', per_class, f"{model.source}: guidance {guidance:g}, {sampler}-{steps}, one row per class")
     log(f"wrote {r['total']} slices as PNG, NIfTI and DICOM to {out/'samples'} ({r['images_per_s']:.2f} images/s) and the grid {out/'grid.png'}")
     real = mni152_slices(res=model.res)
     clf = train_classifier(real, progress=progress, device=dev)
@@ -255,6 +354,16 @@ def cmd_demo(a)->int:
     except ValueError as e: raise UsageError(f"--device: {e}") from None
     run_demo(a.out, train_first=a.train, train_steps=a.train_steps, device=dev)
     return 0
+
+# %% ../nbs/09_cli.ipynb #423347bf
+def _demo_parser(sub):
+    "The `demo` subcommand's options."
+    m = sub.add_parser('demo', help='the main job: generate with the shipped demo model, export, evaluate (CPU, minutes)')
+    m.add_argument('--out', default='mri-diffusion-demo', help='output folder (default ./mri-diffusion-demo)')
+    m.add_argument('--train', action='store_true', help='train a fresh demo-sized model for a few minutes first')
+    m.add_argument('--train-steps', type=int, default=300, help='steps for --train (default 300)')
+    m.add_argument('--device', help='cuda, cuda:N or cpu (default: cuda when available)')
+    m.set_defaults(func=cmd_demo)
 
 # %% ../nbs/09_cli.ipynb #4b227441
 from .reader_study import load_answers, load_key, make_study, score_study, write_score_report
@@ -280,115 +389,9 @@ def cmd_reader_study(a)->int:
     print(f"wrote {Path(a.out)/'report.md'}, report.json and scores.png")
     return 0
 
-# %% ../nbs/09_cli.ipynb #444183e9
-def cmd_utility(a)->int:
-    try: fr = tuple(float(f) for f in a.fractions.split(',') if f.strip())
-    except ValueError: raise UsageError(f"--fractions must be comma-separated numbers, got {a.fractions!r}") from None
-    if not fr or not all(0 < f < 1 for f in fr): raise UsageError(f"--fractions must lie strictly between 0 and 1, got {a.fractions!r}")
-    if a.seeds < 1: raise UsageError(f"--seeds must be at least 1, got {a.seeds}")
-    if a.steps < 1: raise UsageError(f"--steps must be at least 1, got {a.steps}")
-    out = Path(a.out)
-    if out.exists() and not out.is_dir(): raise UsageError(f"{out}: is a file, --out needs a folder")
-    rep = utility_experiment(a.real, a.fake, fractions=fr, seeds=tuple(range(a.seed, a.seed + a.seeds)), steps=a.steps, res=a.res,
-                             device=a.device, progress=None)
-    write_utility_report(rep, out)
-    print('\n'.join(l for l in utility_markdown(rep).splitlines() if l.startswith('| ') and not l.startswith('| condition | equivalent')))
-    print(f"wrote {out/'report.md'}, report.json and utility.png ({len(rep['runs'])} classifiers, {rep['protocol']['seconds']:.0f} s)")
-    return 0
-
-# %% ../nbs/09_cli.ipynb #d0ec8f32
-class _Parser(argparse.ArgumentParser):
-    "argparse with one-line errors (`--help` still shows the usage)."
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-def _parser()->argparse.ArgumentParser:
-    p = _Parser(prog='mri-diffusion', description='Synthetic brain MRI with class-conditional diffusion and classifier-free guidance.')
-    sub = p.add_subparsers(dest='cmd', required=True, metavar='{data,train,sample,evaluate,reader-study,utility,demo}')
-    d = sub.add_parser('data', help='slice NIfTI volumes into a slice store (a folder of memory-mapped shards)')
-    d.add_argument('--source', default='mni152', help="'mni152' (built in), a NIfTI file, or a folder of volumes (.nii, .nii.gz, .hdr)")
-    d.add_argument('--pattern', default='**/*', help="glob of image files under the folder (default all volumes; seg maps never count)")
-    d.add_argument('--exclude', action='append', help='glob of files to leave out (repeatable)')
-    d.add_argument('--modality', choices=['t1', 't1ce', 't2', 'flair'], help='BraTS-style folder: the contrast to slice')
-    d.add_argument('--labels', help='CSV of classes per subject (folders only)')
-    d.add_argument('--label-column', default='class', help="CSV column with the class or number (default 'class'; IXI: AGE)")
-    d.add_argument('--subject-column', default='subject', help="CSV column with the subject id (default 'subject')")
-    d.add_argument('--bins', help='numeric bin edges for --label-column, e.g. 40,60 for three age groups')
-    d.add_argument('--classes', default='auto', choices=['auto', 'level', 'tumour', 'csv'], help='label rule (default auto: csv if --labels, tumour if seg maps, else level)')
-    d.add_argument('--tumour-mm2', type=float, default=100., help='tumour class when the seg covers at least this area of a slice (default 100 mm²)')
-    d.add_argument('--res', type=int, default=64, help='image size in pixels, 8 to 1024 (default 64)')
-    d.add_argument('--fov-mm', type=float, default=240., help='field of view across the image, mm (default 240)')
-    d.add_argument('--pixel-mm', type=float, help='pixel size in mm (sets the field of view to pixel-mm x res)')
-    d.add_argument('--slice-mm', type=float, default=1., help='spacing between slices, mm (default 1)')
-    d.add_argument('--n-classes', type=int, default=4, help='anatomical-level classes when no CSV or seg maps (default 4)')
-    d.add_argument('--val-every', type=int, default=5, help='template or single file: every k-th slice held out (default 5)')
-    d.add_argument('--val-frac', type=float, default=0.2, help='folder: share of subjects held out (default 0.2)')
-    d.add_argument('--axis', default='axial', choices=['axial', 'coronal', 'sagittal'])
-    d.add_argument('--on-error', default='raise', choices=['raise', 'skip'], help='folder: fail on the first bad file (default) or skip bad files')
-    d.add_argument('--seed', type=int, default=0)
-    d.add_argument('--workers', type=int, default=1, help='worker processes building volumes (default 1)')
-    d.add_argument('--dtype', default='uint8', choices=['uint8', 'uint16', 'float16'], help='storage of the slices (default uint8)')
-    d.add_argument('--out', required=True, help='slice store folder (or a .safetensors file: the single-file cache, small data only)')
-    d.set_defaults(func=cmd_data)
-
-    t = sub.add_parser('train', help='train a class-conditional U-Net with classifier-free guidance')
-    t.add_argument('--preset', choices=list(TRAIN_PRESETS), help='tiny (tests, 32 px; the default), demo (CPU, 64 px), paper (GPU, 256 px)')
-    t.add_argument('--data', help="slice store or cache from 'mri-diffusion data', or 'mni152' (default)")
-    t.add_argument('--out', required=True, help='run directory')
-    t.add_argument('--resume', action='store_true', help='continue the run in --out (also a moved or copied one) from its last complete checkpoint')
-    t.add_argument('--steps', type=int, help='total optimizer steps (default from the preset)')
-    t.add_argument('--batch-size', type=int, help='images per process per micro-step (paper: 16, fits a 40 GB GPU)')
-    t.add_argument('--grad-accum', type=int, help='micro-steps per optimizer step; effective batch = batch size x processes x grad-accum (paper: 4)')
-    t.add_argument('--grad-checkpointing', action='store_true', default=None, help='recompute activations in the backward pass: less memory, more compute')
-    t.add_argument('--lr', type=float, help='peak learning rate for the effective batch (paper: 1e-4 at 64; scale it with the effective batch)')
-    t.add_argument('--mixed-precision', choices=['no', 'fp16', 'bf16'])
-    t.add_argument('--p-uncond', type=float, help='label dropout probability for guidance')
-    t.add_argument('--dropout', type=float, help="dropout in the U-Net's ResNet blocks (default: the preset's; paper 0.1)")
-    t.add_argument('--augment', action=argparse.BooleanOptionalAction, default=None, help="small affine and intensity jitter (default: the preset's)")
-    t.add_argument('--ckpt-every', type=int, help='steps between checkpoints')
-    t.add_argument('--log-every', type=int, help='steps between metrics.jsonl lines')
-    t.add_argument('--sample-every', type=int, help='steps between sample grids, plus one at the end (0: no grids)')
-    t.add_argument('--workers', type=int, help='DataLoader worker processes (default 4 with a GPU, else 0)')
-    t.add_argument('--seed', type=int)
-    t.add_argument('--device', choices=['cuda', 'cpu'], help='cuda (each process its own GPU) or cpu (default: cuda when available); may differ on resume')
-    t.set_defaults(func=cmd_train)
-
-    s = sub.add_parser('sample', help='generate synthetic slices (PNG, NIfTI, DICOM) with a manifest; resumable')
-    s.add_argument('--model', default='demo', help="'demo' (shipped) or a run directory")
-    s.add_argument('--n', type=int, default=16, help='number of images (default 16)')
-    s.add_argument('--class', dest='cls', type=int, help='class index (default: all classes in turn)')
-    s.add_argument('--guidance', type=float, default=7.0, help='classifier-free guidance scale (default 7.0)')
-    s.add_argument('--sampler', default='dpm-sde', help='ddpm, ddim, dpm or dpm-sde (default dpm-sde)')
-    s.add_argument('--steps', type=int, help='sampling steps (default 1000 / 50 / 20 / 20)')
-    s.add_argument('--seed', type=int, default=0)
-    s.add_argument('--format', default='png', help='comma-separated: png,nifti,dicom (default png)')
-    s.add_argument('--bits', type=int, default=8, choices=[8, 16], help='PNG bit depth')
-    s.add_argument('--batch-size', type=int, default=16, help='images per batch')
-    s.add_argument('--net-batch', type=int, default=8, help='images per U-Net call, a fixed shape (default 8); images never depend on --batch-size')
-    s.add_argument('--device', help='cuda, cuda:N or cpu (default: cuda when available)')
-    s.add_argument('--bf16', action='store_true', help='run the U-Net under bf16 autocast where the device has bf16 natively (about 2x faster on a CPU with AVX512-BF16 or AMX); fp32 elsewhere')
-    s.add_argument('--out', required=True, help='output folder')
-    s.set_defaults(func=cmd_sample)
-
-    e = sub.add_parser('evaluate', help='score generated slices against real ones: FID/KID, diversity, memorization, class adherence')
-    e.add_argument('--real', default='mni152', help="real slice cache, or 'mni152' (default) at the generated images' size")
-    e.add_argument('--fake', required=True, help="folder written by 'mri-diffusion sample' (PNG files and manifest.csv)")
-    e.add_argument('--out', required=True, help='report folder (report.json, report.md, plots)')
-    e.add_argument('--feature', default='inception', choices=['inception', 'standin'], help="FID/KID features: 'inception' (standard; needs its weights) or 'standin' (no weights, not comparable to published FID)")
-    e.add_argument('--weights', help='local Inception weights file (else $MRI_DIFFUSION_INCEPTION_WEIGHTS, the torch hub cache, or a download)')
-    e.add_argument('--offline', action='store_true', help='never download weights')
-    e.add_argument('--classifier', help='class-adherence classifier (.safetensors); default: train one on the real slices (seconds to minutes)')
-    e.add_argument('--by', default='guidance', help='manifest column to group by for a sweep (default guidance)')
-    e.add_argument('--device', help='where features, classifier and nearest-neighbour search run: cpu, cuda, cuda:1 ... (default cuda when available)')
-    e.add_argument('--strict', action='store_true', help='missing Inception weights are an error (default: FID/KID marked unavailable, everything else written)')
-    e.set_defaults(func=cmd_evaluate)
-
-    m = sub.add_parser('demo', help='the main job: generate with the shipped demo model, export, evaluate (CPU, minutes)')
-    m.add_argument('--out', default='mri-diffusion-demo', help='output folder (default ./mri-diffusion-demo)')
-    m.add_argument('--train', action='store_true', help='train a fresh demo-sized model for a few minutes first')
-    m.add_argument('--train-steps', type=int, default=300, help='steps for --train (default 300)')
-    m.add_argument('--device', help='cuda, cuda:N or cpu (default: cuda when available)')
-    m.set_defaults(func=cmd_demo)
+# %% ../nbs/09_cli.ipynb #e9414103
+def _reader_study_parser(sub):
+    "The `reader-study` subcommand's options."
     r = sub.add_parser('reader-study', help='blinded visual Turing test: make a static study page, score readers\' answers')
     rs = r.add_subparsers(dest='action', required=True, metavar='{make,score}')
     rm = rs.add_parser('make', help='write a study folder (HTML page + images) and its truth key STUDY_KEY.json beside it')
@@ -406,6 +409,25 @@ def _parser()->argparse.ArgumentParser:
     rc.add_argument('--out', required=True, help='report folder (report.md, report.json, scores.png)')
     r.set_defaults(func=cmd_reader_study)
 
+# %% ../nbs/09_cli.ipynb #444183e9
+def cmd_utility(a)->int:
+    try: fr = tuple(float(f) for f in a.fractions.split(',') if f.strip())
+    except ValueError: raise UsageError(f"--fractions must be comma-separated numbers, got {a.fractions!r}") from None
+    if not fr or not all(0 < f < 1 for f in fr): raise UsageError(f"--fractions must lie strictly between 0 and 1, got {a.fractions!r}")
+    if a.seeds < 1: raise UsageError(f"--seeds must be at least 1, got {a.seeds}")
+    if a.steps < 1: raise UsageError(f"--steps must be at least 1, got {a.steps}")
+    out = Path(a.out)
+    if out.exists() and not out.is_dir(): raise UsageError(f"{out}: is a file, --out needs a folder")
+    rep = utility_experiment(a.real, a.fake, fractions=fr, seeds=tuple(range(a.seed, a.seed + a.seeds)), steps=a.steps, res=a.res,
+                             device=a.device, progress=None)
+    write_utility_report(rep, out)
+    print('\n'.join(l for l in utility_markdown(rep).splitlines() if l.startswith('| ') and not l.startswith('| condition | equivalent')))
+    print(f"wrote {out/'report.md'}, report.json and utility.png ({len(rep['runs'])} classifiers, {rep['protocol']['seconds']:.0f} s)")
+    return 0
+
+# %% ../nbs/09_cli.ipynb #626d04ad
+def _utility_parser(sub):
+    "The `utility` subcommand's options."
     u = sub.add_parser('utility', help='train on synthetic, test on real: a classifier on real, generated and mixed slices')
     u.add_argument('--real', default='mni152', help="real slices with a train/val split: store folder, cache file, or 'mni152' (default)")
     u.add_argument('--fake', required=True, help="folder written by 'mri-diffusion sample' (labels: the intended classes)")
@@ -417,6 +439,17 @@ def _parser()->argparse.ArgumentParser:
     u.add_argument('--device', default='cpu', help='where the classifiers train (default cpu)')
     u.add_argument('--out', required=True, help='report folder (report.md, report.json, utility.png)')
     u.set_defaults(func=cmd_utility)
+
+# %% ../nbs/09_cli.ipynb #d0ec8f32
+class _Parser(argparse.ArgumentParser):
+    "argparse with one-line errors (`--help` still shows the usage)."
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+def _parser()->argparse.ArgumentParser:
+    p = _Parser(prog='mri-diffusion', description='Synthetic brain MRI with class-conditional diffusion and classifier-free guidance.')
+    sub = p.add_subparsers(dest='cmd', required=True, metavar='{data,train,sample,evaluate,reader-study,utility,demo}')
+    for add in (_data_parser, _train_parser, _sample_parser, _evaluate_parser, _demo_parser, _reader_study_parser, _utility_parser): add(sub)
     return p
 
 # %% ../nbs/09_cli.ipynb #b4a0ec69
