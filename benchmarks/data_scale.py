@@ -129,7 +129,7 @@ def main():
             cmd = [EXE, 'train', '--preset', 'paper', '--data', root/f'store{n}', '--out', root/f'run{n}', '--steps', a.train_steps,
                    '--batch-size', 1, '--grad-accum', 1, '--workers', 2, '--mixed-precision', 'bf16', '--sample-every', 0, '--ckpt-every', 1000]
             mb, sec, _ = peak_rss_mb(cmd, env)
-            rows.append((f'mri-diffusion train --preset paper, {a.train_steps} steps of batch 1 (bf16, 2 loader workers) on a {n}-slice 256 px store, peak RSS', f'{mb:.0f} MB ({sec:.0f} s)'))
+            rows.append((f'mri-diffusion train --preset paper, {a.train_steps} steps of batch 1 (--mixed-precision bf16, fp32 where not native; 2 loader workers) on a {n}-slice 256 px store, peak RSS', f'{mb:.0f} MB ({sec:.0f} s)'))
         if 'train' in parts:
             rss = [float(r[1].split()[0]) for r in rows[-2:]]
             rows.append((f'  ratio {a.slices[1]} / {a.slices[0]} slices (goal <= 1.25)', f'{rss[1]/rss[0]:.2f}'))
