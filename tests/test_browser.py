@@ -56,7 +56,7 @@ def _names(src:str)->tuple:
 
 def trim_notebook(src:Path, dst:Path, marker:str)->list:
     """Copy the chapter `src` to `dst` keeping the first code cell containing `marker` and, in order, the earlier code cells
-    it depends on (cells binding a name it reads, transitively; star imports always). Outputs are cleared. Returns the kept sources."""
+    it depends on (cells binding a name it reads, transitively; star imports and `@patch` methods always). Outputs are cleared. Returns the kept sources."""
     nb = json.loads(src.read_text())
     code = [c for c in nb['cells'] if c['cell_type'] == 'code']
     srcs = [''.join(c['source']) for c in code]
@@ -69,7 +69,8 @@ def trim_notebook(src:Path, dst:Path, marker:str)->list:
         s = srcs[i]
         if 'nbdev_export' in s or s.lstrip().startswith('#| slow'): continue
         binds, reads, star = info[i]
-        if star or binds & need:
+        patches = re.search(r'^@patch', s, re.M) is not None  # fastcore @patch adds methods: nothing reads its name, the class needs it
+        if star or patches or binds & need:
             keep.add(i); need |= reads - binds
     cells = []
     for i in sorted(keep):
