@@ -12,10 +12,11 @@ from .store import build_store, open_data, plan_source
 from dataclasses import replace
 from .training import ConfigError, TrainingError, TrainConfig, TRAIN_PRESETS, latest_checkpoint, resume_config, run_config, train, train_config
 from .sampling import SAMPLERS, DiffusionModel, as_device, generate, load_model, sample, check_sampling
+from .guidance import Guidance
 from .metrics import WeightsError, evaluate, evaluate_groups, load_classifier, load_fake_dir, train_classifier, write_report
 from .files import FileError, os_problem
 import shutil
-from .metrics import MANIFEST_COLUMNS, check_report_dir, clean_report_temps, fake_dir_size
+from .metrics import MANIFEST_COLUMNS, OPTIONAL_COLUMNS, check_report_dir, clean_report_temps, fake_dir_size
 from .files import check_writable, output_lock
 from contextlib import contextmanager
 
@@ -146,7 +147,7 @@ def cmd_train(a)->int:
 def _train_parser(sub):
     "The `train` subcommand's options."
     t = sub.add_parser('train', help='train a class-conditional U-Net with classifier-free guidance')
-    t.add_argument('--preset', choices=list(TRAIN_PRESETS), help='tiny (tests, 32 px; the default), demo (CPU, 64 px), paper (GPU, 256 px)')
+    t.add_argument('--preset', choices=list(TRAIN_PRESETS), help='tiny (tests, 32 px; the default), demo (CPU, 64 px), paper (GPU, 256 px), weak (64 px: autoguidance partner of demo)')
     t.add_argument('--data', help="slice store or cache from 'mri-diffusion data', or 'mni152' (default)")
     t.add_argument('--out', required=True, help='run directory')
     t.add_argument('--resume', action='store_true', help='continue the run in --out (also a moved or copied one) from its last complete checkpoint')
@@ -176,11 +177,14 @@ def cmd_sample(a)->int:
     if a.steps is not None and a.steps < 1: raise UsageError(f"--steps must be at least 1, got {a.steps}")
     try: check_sampling(n=a.n, guidance=a.guidance, seed=a.seed, batch_size=a.batch_size, net_batch=a.net_batch, flags=True)
     except ValueError as e: raise UsageError(str(e)) from None
+    try: Guidance.parse(a.guidance_method)
+    except ValueError as e: raise UsageError(f"--guidance-method {a.guidance_method}: {e}") from None
     model = load_model(a.model, device=a.device)
     if a.cls is not None and not 0 <= a.cls < model.n_classes:
         raise UsageError(f"unknown class {a.cls} (the model has classes 0 to {model.n_classes - 1}: {', '.join(model.class_names)})")
     r = generate(model, out, n=a.n, classes=a.cls, guidance=a.guidance, sampler=a.sampler, steps=a.steps, seed=a.seed, formats=formats,
-                 bits=a.bits, batch_size=a.batch_size, net_batch=a.net_batch, progress=None, autocast=a.bf16)
+                 bits=a.bits, batch_size=a.batch_size, net_batch=a.net_batch, progress=None, autocast=a.bf16,
+                 guidance_method=a.guidance_method)
     print(f"wrote {r['written']} new images to {out} ({r['total']} of {a.n} in manifest.csv, {r['images_per_s']:.2f} images/s on {model.device})")
     return 0
 
@@ -192,6 +196,7 @@ def _sample_parser(sub):
     s.add_argument('--n', type=int, default=16, help='number of images (default 16)')
     s.add_argument('--class', dest='cls', type=int, help='class index (default: all classes in turn)')
     s.add_argument('--guidance', type=float, default=7.0, help='classifier-free guidance scale (default 7.0)')
+    s.add_argument('--guidance-method', default='cfg', help="cfg (default), interval, rescale, apg, cfg++, threshold or auto, with parameters: e.g. 'apg:eta=0,beta=-0.5' (chapter 04b)")
     s.add_argument('--sampler', default='dpm-sde', help='ddpm, ddim, dpm or dpm-sde (default dpm-sde)')
     s.add_argument('--steps', type=int, help='sampling steps (default 1000 / 50 / 20 / 20)')
     s.add_argument('--seed', type=int, default=0)
@@ -259,10 +264,11 @@ def _evaluate_into(a, out:Path, dev:torch.device, res:int)->tuple:
         write_report(reports[0], out)
     return reports, len(fake), len(real)
 
+# %% ../nbs/09_cli.ipynb #2f83ed28
 def cmd_evaluate(a)->int:
     fake_dir, out = Path(a.fake), Path(a.out)
     if not fake_dir.is_dir(): raise DataError(fake_dir, 'folder of generated images not found')
-    if a.by not in MANIFEST_COLUMNS: raise UsageError(f"--by {a.by}: not a manifest column (choose from {', '.join(MANIFEST_COLUMNS)})")
+    if a.by not in (*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS): raise UsageError(f"--by {a.by}: not a manifest column (choose from {', '.join((*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS))})")
     check_writable(out); check_report_dir(out)  # before any computation
     dev, (h, w) = _eval_device(a.device), fake_dir_size(fake_dir)  # the first image's header: too-small images fail here
     created = not out.exists()
@@ -349,6 +355,7 @@ def run_demo(out='mri-diffusion-demo', # output folder
     log(f"wrote {out/'report'/'report.md'}; total {time.time() - t0:.0f} s")
     return rep
 
+# %% ../nbs/09_cli.ipynb #a478d577
 def cmd_demo(a)->int:
     try: dev = as_device(a.device)
     except ValueError as e: raise UsageError(f"--device: {e}") from None

@@ -15,6 +15,7 @@ import nibabel as nib
 import nibabel.processing as nip
 import ipywidgets as W
 import torch
+from fastcore.basics import patch
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -48,6 +49,20 @@ class Volume(NamedTuple):
     zooms: tuple       # voxel sizes in mm
     path: str          # where it came from
 
+# %% ../nbs/00_data.ipynb #8175296c
+def _as_3d(img, path:Path, volume:int|None):
+    "The 3D image in `img`: trailing singleton dimensions dropped, one volume of a 4D series picked; a one-line `DataError` otherwise."
+    shape = img.shape
+    if len(shape) > 4 and all(s == 1 for s in shape[4:]): img = img.slicer[(slice(None),)*4 + (0,)*(len(shape) - 4)]; shape = img.shape
+    if len(shape) == 4 and shape[3] == 1: img = img.slicer[..., 0]
+    elif len(shape) == 4:
+        if volume is None: raise DataError(path, f'4D series of shape {shape}: pick one volume (volume=k)')
+        if not 0 <= volume < shape[3]: raise DataError(path, f'volume {volume} out of range for shape {shape}')
+        img = img.slicer[..., volume]
+    elif len(shape) != 3: raise DataError(path, f'expected a 3D volume, got shape {shape}')
+    if min(img.shape) < 2: raise DataError(path, f'expected a 3D volume, got shape {img.shape} (a 2D image)')
+    return img
+
 # %% ../nbs/00_data.ipynb #a9bdedfa
 def load_volume(path, # a `.nii`, `.nii.gz` (NIfTI-1 or -2) or Analyze/NIfTI-pair `.hdr` file
                 volume:int|None=None, # which volume of a 4D series; a 4D file is refused without it
@@ -61,15 +76,7 @@ def load_volume(path, # a `.nii`, `.nii.gz` (NIfTI-1 or -2) or Analyze/NIfTI-pai
     try: img = nib.load(str(path))
     except Exception as e: raise DataError(path, f'not a readable NIfTI file ({_why(e)})') from None
     if not hasattr(img, 'affine') or img.affine is None: raise DataError(path, 'image has no affine, not a NIfTI volume')
-    shape = img.shape
-    if len(shape) > 4 and all(s == 1 for s in shape[4:]): img = img.slicer[(slice(None),)*4 + (0,)*(len(shape) - 4)]; shape = img.shape
-    if len(shape) == 4 and shape[3] == 1: img = img.slicer[..., 0]
-    elif len(shape) == 4:
-        if volume is None: raise DataError(path, f'4D series of shape {shape}: pick one volume (volume=k)')
-        if not 0 <= volume < shape[3]: raise DataError(path, f'volume {volume} out of range for shape {shape}')
-        img = img.slicer[..., volume]
-    elif len(shape) != 3: raise DataError(path, f'expected a 3D volume, got shape {shape}')
-    if min(img.shape) < 2: raise DataError(path, f'expected a 3D volume, got shape {img.shape} (a 2D image)')
+    img = _as_3d(img, path, volume)
     try:
         img = nib.as_closest_canonical(img)
         data = np.asarray(img.dataobj, dtype=np.float32)
@@ -211,7 +218,7 @@ def level_names(n_classes:int=4, axis:str='axial')->list:
     return [f"{axis} {round(100*i/n_classes)}-{round(100*(i + 1)/n_classes)}%" for i in range(n_classes)]
 
 # %% ../nbs/00_data.ipynb #737e53d4
-@dataclass
+@dataclass(repr=False)
 class SliceData:
     "Preprocessed 2D slices with labels, subjects and a train/validation split."
     images: torch.Tensor   # (N, 1, H, W) float32 in [-1, 1]
@@ -239,15 +246,18 @@ class SliceData:
     def train(self): return self.subset('train')
     @property
     def val(self): return self.subset('val')
-    def counts(self)->dict:
-        "Slices per class and split."
-        out = {}
-        for c, name in enumerate(self.class_names):
-            out[name] = {s: sum(1 for l, sp in zip(self.labels.tolist(), self.split) if l == c and sp == s) for s in ('train', 'val')}
-        return out
-    def __repr__(self):
-        return (f"SliceData({len(self)} slices of {self.res}x{self.res}, {self.n_classes} classes, "
-                f"{len(set(self.subjects))} subjects, {self.split.count('train')} train / {self.split.count('val')} val)")
+
+# %% ../nbs/00_data.ipynb #21ad024a
+@patch
+def counts(self:SliceData)->dict:
+    "Slices per class and split."
+    labels = self.labels.tolist()
+    return {name: {s: sum(1 for l, sp in zip(labels, self.split) if l == c and sp == s) for s in ('train', 'val')} for c, name in enumerate(self.class_names)}
+
+@patch
+def __repr__(self:SliceData):
+    return (f"SliceData({len(self)} slices of {self.res}x{self.res}, {self.n_classes} classes, "
+            f"{len(set(self.subjects))} subjects, {self.split.count('train')} train / {self.split.count('val')} val)")
 
 # %% ../nbs/00_data.ipynb #3e63d9f6
 def mni152_slices(res:int=64, # image size
@@ -618,6 +628,13 @@ def to_png(img:np.ndarray|torch.Tensor, # 2D image in [-1, 1]
     buf = io.BytesIO(); im.save(buf, format='PNG')
     return buf.getvalue()
 
+# %% ../nbs/00_data.ipynb #884b54de
+def _browser_prep(v:Volume, ax:int, min_brain:float)->tuple:
+    "Normalised intensities and the indices of the slices the brain-content filter keeps along axis `ax`."
+    norm, fg = normalise_intensity(v.data)
+    area = fg.sum(axis=tuple(i for i in range(3) if i != ax))
+    return norm, np.flatnonzero(area >= min_brain*area.max())
+
 # %% ../nbs/00_data.ipynb #d1d11e5c
 def slice_browser(volumes:dict, # name -> `Volume` (or path)
                   res:int=128, # display size
@@ -628,18 +645,13 @@ def slice_browser(volumes:dict, # name -> `Volume` (or path)
     "A widget: pick a volume and scroll its slices; shows whether each slice is kept and its class."
     vols = {k: (v if isinstance(v, Volume) else load_volume(v)) for k, v in volumes.items()}
     ax = AXES[axis]
-    def _prep(v):
-        norm, fg = normalise_intensity(v.data)
-        area = fg.sum(axis=tuple(i for i in range(3) if i != ax))
-        keep = np.flatnonzero(area >= min_brain*area.max())
-        return norm, keep
     cache = {}
     pick = W.Dropdown(options=list(vols), description='volume')
     sl = W.IntSlider(description='slice', min=0, max=1, continuous_update=True)
     img = W.Image(format='png')
     info = W.HTML()
     def _render(*_):
-        if pick.value not in cache: cache[pick.value] = _prep(vols[pick.value])
+        if pick.value not in cache: cache[pick.value] = _browser_prep(vols[pick.value], ax, min_brain)
         norm, keep = cache[pick.value]
         sl.max = norm.shape[ax] - 1
         k = min(sl.value, sl.max)

@@ -19,11 +19,11 @@ from .files import FileError, atomic_dir
 
 # %% auto #0
 __all__ = ['INCEPTION_FILE', 'INCEPTION_URL', 'INCEPTION_ENV', 'LPIPS_ENV', 'LPIPS_BACKBONES', 'MS_SSIM_BETAS',
-           'MANIFEST_COLUMNS', 'EVAL_MIN_RES', 'REPORT_FORMAT', 'SWEEP_TITLES', 'REPORT_FILES', 'default_device',
-           'module_device', 'chunks', 'WeightsError', 'hub_checkpoint_dir', 'resolve_weights', 'StandinFeatures',
-           'GrayInception', 'feature_extractor', 'images_key', 'extract_features', 'frechet_distance', 'gaussian_stats',
-           'fid_kid', 'ssim', 'ms_ssim_scales', 'ms_ssim', 'psnr', 'lpips_model', 'lpips_distance',
-           'reconstruction_metrics', 'sample_pairs', 'pairwise_ms_ssim', 'diversity', 'audit_images',
+           'MANIFEST_COLUMNS', 'OPTIONAL_COLUMNS', 'EVAL_MIN_RES', 'REPORT_FORMAT', 'SWEEP_TITLES', 'REPORT_FILES',
+           'default_device', 'module_device', 'chunks', 'WeightsError', 'hub_checkpoint_dir', 'resolve_weights',
+           'StandinFeatures', 'GrayInception', 'feature_extractor', 'images_key', 'extract_features',
+           'frechet_distance', 'gaussian_stats', 'fid_kid', 'ssim', 'ms_ssim_scales', 'ms_ssim', 'psnr', 'lpips_model',
+           'lpips_distance', 'reconstruction_metrics', 'sample_pairs', 'pairwise_ms_ssim', 'diversity', 'audit_images',
            'top_correlations', 'nearest_neighbours', 'audit_reference', 'memorization_audit', 'show_nearest',
            'SliceClassifier', 'class_adherence', 'train_classifier', 'save_classifier', 'load_classifier', 'FakeSet',
            'read_png', 'read_manifest', 'fake_dir_size', 'load_fake_dir', 'feature_nets', 'real_reference', 'evaluate',
@@ -659,6 +659,7 @@ def load_classifier(path, # a file written by `save_classifier`
 
 # %% ../nbs/05_metrics.ipynb #0cbc439b
 MANIFEST_COLUMNS = ('file', 'class', 'seed', 'guidance', 'sampler', 'steps', 'model')
+OPTIONAL_COLUMNS = {'guidance_method': 'cfg'} # columns added later, with what an older manifest without them means
 
 @dataclass
 class FakeSet:
@@ -744,7 +745,7 @@ def load_fake_dir(folder, # a folder with PNG files and manifest.csv
         x = read_png(folder/f)
         if imgs and x.shape != imgs[0].shape: raise DataError(folder/f, f'size {tuple(x.shape[-2:])} differs from the first image {tuple(imgs[0].shape[-2:])}')
         imgs.append(x); labels.append(k)
-        out.append({**{key: (r.get(key) or '').strip() for key in MANIFEST_COLUMNS}, 'class': k,
+        out.append({**{key: (r.get(key) or '').strip() for key in MANIFEST_COLUMNS}, **{key: (r.get(key) or d).strip() for key, d in OPTIONAL_COLUMNS.items()}, 'class': k,
                     **{key: _num(r.get(key)) for key in ('seed', 'guidance', 'steps')}})
     return FakeSet(torch.stack(imgs), torch.tensor(labels, dtype=torch.long), out, str(folder))
 
@@ -1093,12 +1094,12 @@ def write_report(report:dict|list, # from `evaluate`, or a list of them (a sweep
 # %% ../nbs/05_metrics.ipynb #c6d631c0
 def evaluate_groups(real:SliceData, # real slices
                     fake:FakeSet, # generated slices with manifest rows
-                    by:str='guidance', # manifest column to group by: 'guidance', 'sampler', 'steps', 'model', 'seed'
+                    by:str='guidance', # manifest column to group by: 'guidance', 'guidance_method', 'sampler', 'steps', 'model', 'seed'
                     progress:bool=True, # show progress
                     **kwargs, # passed to `evaluate` (feature, classifier, device, ...)
                    )->list:
     "One `evaluate` report per value of a manifest column (e.g. per guidance scale); the real reference is computed once for all of them."
-    if by not in MANIFEST_COLUMNS: raise ValueError(f'by must be one of {MANIFEST_COLUMNS}, got {by!r}')
+    if by not in (*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS): raise ValueError(f'by must be one of {(*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS)}, got {by!r}')
     values = []
     for r in fake.rows:
         if r[by] not in values: values.append(r[by])

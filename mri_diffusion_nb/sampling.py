@@ -22,14 +22,15 @@ from .files import FileError, atomic_path, output_lock, clean_temps, check_writa
 from .data import DataError, to_png
 from .unet import bf16_native, null_class
 from .schedule import DIFFUSERS_BETA_SCHEDULE, NoiseSchedule
+from .guidance import GUIDANCE_METHODS, Guidance, combine, step_scale, new_state, cfgpp_inputs, cfgpp_lambda, threshold_settings
 
 # %% auto #0
 __all__ = ['SAMPLERS', 'DEFAULT_STEPS', 'MAX_N', 'MAX_SEED', 'MAX_BATCH', 'AXIS_FRAMES', 'MANIFEST_FIELDS', 'as_device',
-           'DiffusionModel', 'find_weights', 'load_model', 'guide', 'guided_output', 'make_scheduler', 'image_seed',
-           'image_generators', 'initial_noise', 'net_output', 'check_sampling', 'sample', 'compare_samplers',
-           'sampling_widget', 'trajectory_widget', 'to_uint', 'from_uint', 'save_png', 'slice_geometry',
-           'model_geometry', 'save_nifti', 'nifti_to_image', 'run_uids', 'save_dicom', 'generation_settings',
-           'generate']
+           'DiffusionModel', 'find_weights', 'load_model', 'guide', 'guided_pair', 'guided_output', 'make_scheduler',
+           'image_seed', 'image_generators', 'initial_noise', 'net_output', 'check_sampling', 'weak_unet', 'sample',
+           'compare_samplers', 'sampling_widget', 'trajectory_widget', 'to_uint', 'from_uint', 'save_png',
+           'slice_geometry', 'model_geometry', 'save_nifti', 'nifti_to_image', 'run_uids', 'save_dicom',
+           'generation_settings', 'generate']
 
 # %% ../nbs/04_sampling.ipynb #88ad7812
 def as_device(device=None, # 'cuda', 'cuda:1', 'cpu', a torch.device, or None: CUDA when available
@@ -73,12 +74,13 @@ def _why(e:BaseException)->str:
     return s.splitlines()[0][:120] if s else type(e).__name__
 
 # %% ../nbs/04_sampling.ipynb #3dbe2222
-def find_weights(path, # 'demo', a run directory, a checkpoint, or a diffusers U-Net folder
+def find_weights(path, # 'demo', 'demo-weak', a run directory, a checkpoint, or a diffusers U-Net folder
                  weights:str='ema', # 'ema' or 'model'
                 )->tuple:
     "Resolve a model path to (U-Net folder, scheduler folder or None, config.json or None)."
-    p = _demo_dir() if str(path) == 'demo' else Path(path)
-    if not p.exists(): raise DataError(p, 'model not found' if str(path) != 'demo' else 'the demo model is not installed with this package')
+    shipped = {'demo': _demo_dir(), 'demo-weak': _demo_dir().with_name('demo-weak')} # the demo model and its autoguidance partner
+    p = shipped.get(str(path), Path(path))
+    if not p.exists(): raise DataError(p, 'model not found' if str(path) not in shipped else 'the demo model is not installed with this package')
     if not p.is_dir(): raise DataError(p, 'not a model directory (expected a run directory or a saved model folder)')
     cands = [p]
     if (p/'latest').is_file(): cands.insert(0, p/'checkpoints'/(p/'latest').read_text(errors='replace').strip())
@@ -137,21 +139,28 @@ def guide(u:torch.Tensor, # unconditional prediction ε_θ(x_t, ∅)
     return u + w*(c - u)
 
 # %% ../nbs/04_sampling.ipynb #52edf100
-def guided_output(unet:UNet2DModel, # the U-Net
-                  x:torch.Tensor, # x_t (B, 1, H, W)
-                  t, # timestep (int or 0-d tensor)
-                  y:torch.Tensor, # classes (B,)
+def guided_pair(unet:UNet2DModel, # the U-Net
+                x:torch.Tensor, # x_t (B, 1, H, W)
+                t, # timestep (int or 0-d tensor)
+                y:torch.Tensor, # classes (B,)
+                batched:bool=True, # one forward of 2B instead of two of B
+                weak:UNet2DModel|None=None, # autoguidance: the weak model's conditional prediction replaces the unconditional one
+               )->tuple:
+    "(unconditional, conditional) predictions at x_t: (ε_θ(x_t, ∅), ε_θ(x_t, c)), or (ε_weak(x_t, c), ε_θ(x_t, c))."
+    if weak is not None: return weak(x, t, class_labels=y).sample, unet(x, t, class_labels=y).sample
+    null = torch.full_like(y, null_class(unet))
+    if not batched: return unet(x, t, class_labels=null).sample, unet(x, t, class_labels=y).sample
+    c, u = unet(torch.cat([x, x]), t, class_labels=torch.cat([y, null])).sample.chunk(2)
+    return u, c
+
+def guided_output(unet:UNet2DModel, x:torch.Tensor, t, y:torch.Tensor, # the U-Net, x_t, timestep, classes
                   w:float, # guidance scale
                   batched:bool=True, # one forward of 2B instead of two of B
                  )->torch.Tensor:
     "The guided model output at x_t; skips the unconditional pass when w = 1 and the conditional one when w = 0."
-    null = torch.full_like(y, null_class(unet))
     if w == 1: return unet(x, t, class_labels=y).sample
-    if w == 0: return unet(x, t, class_labels=null).sample
-    if batched:
-        c, u = unet(torch.cat([x, x]), t, class_labels=torch.cat([y, null])).sample.chunk(2)
-    else: c, u = unet(x, t, class_labels=y).sample, unet(x, t, class_labels=null).sample
-    return guide(u, c, w)
+    if w == 0: return unet(x, t, class_labels=torch.full_like(y, null_class(unet))).sample
+    return guide(*guided_pair(unet, x, t, y, batched), w)
 
 # %% ../nbs/04_sampling.ipynb #403929df
 SAMPLERS = {'ddpm': DDPMScheduler, 'ddim': DDIMScheduler, 'dpm': DPMSolverMultistepScheduler, 'dpm-sde': DPMSolverMultistepScheduler}
@@ -162,6 +171,7 @@ def make_scheduler(schedule:NoiseSchedule, # the training noise schedule
                    steps:int|None=None, # sampling steps (default per sampler)
                    clip:bool=True, # clip / threshold the predicted x_0 to [-1, 1]
                    device=None, # where DPM-Solver++ keeps its timesteps (the model's device)
+                   threshold:tuple|None=None, # (p, s_max): dynamic thresholding of x̂0 instead of clipping (Saharia et al. 2022)
                   ):
     "A diffusers scheduler for `sampler`, set to `steps` timesteps."
     if sampler not in SAMPLERS: raise ValueError(f"unknown sampler {sampler!r} (choose from {', '.join(SAMPLERS)})")
@@ -169,13 +179,15 @@ def make_scheduler(schedule:NoiseSchedule, # the training noise schedule
     if steps < 1: raise ValueError(f"steps must be at least 1, got {steps}")
     if steps > schedule.n_steps: raise ValueError(f"steps must be at most the {schedule.n_steps} training timesteps, got {steps}")
     kw = dict(schedule.scheduler_config())
-    if sampler == 'ddpm': s = DDPMScheduler(**{**kw, 'clip_sample': clip, 'timestep_spacing': 'trailing'})
-    elif sampler == 'ddim': s = DDIMScheduler(**{**kw, 'clip_sample': clip, 'timestep_spacing': 'trailing', 'set_alpha_to_one': True})
+    dyn = {} if threshold is None else dict(thresholding=True, dynamic_thresholding_ratio=threshold[0], sample_max_value=threshold[1])
+    if dyn: clip = False
+    if sampler == 'ddpm': s = DDPMScheduler(**{**kw, 'clip_sample': clip, 'timestep_spacing': 'trailing', **dyn})
+    elif sampler == 'ddim': s = DDIMScheduler(**{**kw, 'clip_sample': clip, 'timestep_spacing': 'trailing', 'set_alpha_to_one': True, **dyn})
     else:
         kw.pop('clip_sample', None)
         algo = 'sde-dpmsolver++' if sampler == 'dpm-sde' else 'dpmsolver++'
-        s = DPMSolverMultistepScheduler(**kw, algorithm_type=algo, solver_order=2, thresholding=clip, sample_max_value=1.0,
-                                        timestep_spacing='trailing', lower_order_final=True)
+        s = DPMSolverMultistepScheduler(**{**kw, 'algorithm_type': algo, 'solver_order': 2, 'thresholding': clip, 'sample_max_value': 1.0,
+                                           'timestep_spacing': 'trailing', 'lower_order_final': True, **dyn})
     s.set_timesteps(steps, device=device if isinstance(s, DPMSolverMultistepScheduler) else None)
     return s
 
@@ -200,14 +212,17 @@ def initial_noise(gens:list, shape:tuple, device)->torch.Tensor:
 def net_output(unet:UNet2DModel, x:torch.Tensor, t, y:torch.Tensor, w:float, # as in `guided_output`
                batched:bool=True, # one forward of 2B instead of two of B
                net_batch:int=8, # images per U-Net call: a fixed shape, the last chunk padded
-              )->torch.Tensor:
-    "`guided_output` in fixed-size chunks (float32 out), so an image's output never depends on its batch-mates."
+               pair:bool=False, weak:UNet2DModel|None=None, # return `guided_pair`'s two predictions (w unused); autoguidance's weak model
+              ):
+    "`guided_output` (or `guided_pair`) in fixed-size chunks (float32 out), so an image's output never depends on its batch-mates."
     outs, dt = [], next(unet.parameters()).dtype
     for k in range(0, len(x), net_batch):
         xc, yc = x[k:k + net_batch], y[k:k + net_batch]; m = len(xc)
         if m < net_batch: xc, yc = torch.cat([xc, xc.new_zeros(net_batch - m, *xc.shape[1:])]), torch.cat([yc, yc.new_zeros(net_batch - m)])
-        outs.append(guided_output(unet, xc.to(dt), t, yc, w, batched)[:m].float())
-    return torch.cat(outs)
+        o = guided_pair(unet, xc.to(dt), t, yc, batched, weak) if pair else (guided_output(unet, xc.to(dt), t, yc, w, batched),)
+        outs.append([v[:m].float() for v in o])
+    res = [torch.cat(v) for v in zip(*outs)]
+    return tuple(res) if pair else res[0]
 
 # %% ../nbs/04_sampling.ipynb #350b43b9
 def _as_classes(classes, n:int|None, n_classes:int)->torch.Tensor:
@@ -231,50 +246,76 @@ def check_sampling(n:int=1, guidance:float=7.0, seed:int=0, batch_size:int=1, ne
             raise ValueError(f"{name(k)} must be an integer from {lo} to {hi}, got {v}")
 
 # %% ../nbs/04_sampling.ipynb #6e995d38
-def _denoise(unet, schedule, y, ids, seed, guidance, sampler, steps, eta, clip, batched, net_batch, autocast, traj:bool, progress):
+def _guided_step(unet, schedule, x, t, y, w, g:Guidance, state, batched, net_batch, autocast, weak)->tuple:
+    "The network output the scheduler steps with, and the x_t it steps from (CFG++ re-noises it), under guidance method `g`."
+    plain = g.method in ('cfg', 'interval', 'threshold') or (w == 1 and g.method != 'cfg++')
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast and bf16_native(x.device)):
+        if plain: return net_output(unet, x, t, y, w, batched, net_batch), x
+        u, c = net_output(unet, x, t, y, w, batched, net_batch, pair=True, weak=weak)
+    if g.method == 'cfg++': return cfgpp_inputs(schedule, x, u, c, cfgpp_lambda(w, g['k']), t)
+    return combine(g, u, c, w, x, t, schedule, state), x
+
+def _denoise(unet, schedule, y, ids, seed, guidance, sampler, steps, eta, clip, batched, net_batch, autocast, traj:bool, progress,
+             g:Guidance=Guidance(), weak=None):
     "One batch from x_T to x_0 on the U-Net's device; returns x_0 (and, when `traj`, x_t after every step and the x̂_0 predicted at every step)."
     dev = y.device
-    sch = make_scheduler(schedule, sampler, steps, clip, device=dev)
+    sch = make_scheduler(schedule, sampler, steps, clip, device=dev, threshold=threshold_settings(g))
     gens = image_generators(seed, ids, dev)
     c, r = unet.config.in_channels, unet.config.sample_size
     x = initial_noise(gens, (c, r, r), dev)*sch.init_noise_sigma
     xs, x0s = ([x.cpu()], []) if traj else (None, None)
-    kw = dict(eta=eta, use_clipped_model_output=clip) if sampler == 'ddim' else {}
+    kw = dict(eta=eta, use_clipped_model_output=clip or g.method == 'threshold') if sampler == 'ddim' else {}
+    state = new_state(g)
     for t in tqdm(sch.timesteps, desc=sampler, leave=False, disable=None if progress is None else not progress):
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast and bf16_native(dev)):
-            out = net_output(unet, sch.scale_model_input(x, t), t, y, guidance, batched, net_batch)
+        out, x = _guided_step(unet, schedule, sch.scale_model_input(x, t), t, y, step_scale(g, guidance, schedule, t), g, state, batched, net_batch, autocast, weak)
         if traj: x0s.append((out if schedule.prediction == 'sample' else schedule.pred_x0(x, out, t.reshape(1).expand(len(x)))).cpu())
         x = sch.step(out, t, x, generator=gens, **kw).prev_sample
         if traj: xs.append(x.cpu())
     return x.float(), ((torch.stack(xs), torch.stack(x0s)) if traj else None)
 
 # %% ../nbs/04_sampling.ipynb #f9492078
+_WEAK = {}
+def weak_unet(g:Guidance, unet:UNet2DModel, weak=None)->UNet2DModel|None:
+    "Autoguidance's weak U-Net on `unet`'s device (loaded once per path and device), checked against `unet`; None for other methods."
+    if g.method != 'auto': return None
+    dev = next(unet.parameters()).device
+    if weak is None:
+        key = (g['weak'], str(dev))
+        if key not in _WEAK: _WEAK[key] = load_model(g['weak'], device=dev)
+        weak = _WEAK[key]
+    w = weak.unet if isinstance(weak, DiffusionModel) else weak
+    if (w.config.sample_size, w.config.num_class_embeds) != (unet.config.sample_size, unet.config.num_class_embeds):
+        raise ValueError(f"the weak model ({w.config.sample_size} px, {w.config.num_class_embeds} class embeddings) does not match the model "
+                         f"({unet.config.sample_size} px, {unet.config.num_class_embeds})")
+    return w.to(dev)
+
+# %% ../nbs/04_sampling.ipynb #8d1c3494
 @torch.no_grad()
 def sample(model:DiffusionModel|UNet2DModel, # a loaded model (or a bare U-Net with `schedule`)
            classes=None, # class index, list of indices, or None for all classes in turn
            n:int|None=None, # number of images (with an int or None `classes`)
            guidance:float=7.0, # classifier-free guidance scale w
            sampler:str='dpm-sde', steps:int|None=None, # 'ddpm', 'ddim', 'dpm' or 'dpm-sde'; steps default 1000 / 50 / 20 / 20
-           eta:float=0.0, # DDIM stochasticity
-           seed:int=0, # with `ids`, seeds each image's own generator
+           eta:float=0.0, seed:int=0, # DDIM stochasticity; with `ids`, seeds each image's own generator
            schedule:NoiseSchedule|None=None, # needed with a bare U-Net
-           batch_size:int=64, # images denoised together (memory); never changes an image
-           net_batch:int=8, # images per U-Net call (a fixed shape: see `net_output`)
+           batch_size:int=64, net_batch:int=8, # images denoised together (memory; never changes an image); per U-Net call (a fixed shape: `net_output`)
            ids=None, # each image's index in the run (default 0, 1, ...): image i's noise comes from (seed, i)
            clip:bool=True, batched_guidance:bool=True, # clip the predicted x_0; one forward for both guidance terms
            return_trajectory:bool=False, # also return x_t after every step (S+1, N, 1, H, W) and x̂_0 at every step (S, N, 1, H, W)
            progress:bool|None=False, autocast:bool=False, # progress bar; bf16 autocast for the U-Net where the device has bf16 natively, else fp32 (scheduler maths stays fp32)
+           guidance_method:str|Guidance|None=None, weak=None, # 'cfg' (default) or e.g. 'apg:eta=0' (chapter 04b); autoguidance's weak model (default: loaded once)
           ):
-    "Slices in [-1, 1], returned on the CPU; image i depends only on (model, seed, i, class, guidance, sampler, steps)."
+    "Slices in [-1, 1], returned on the CPU; image i depends only on (model, seed, i, class, guidance, method, sampler, steps)."
     unet = model.unet if isinstance(model, DiffusionModel) else model
     schedule = model.schedule if isinstance(model, DiffusionModel) else (schedule or NoiseSchedule())
     check_sampling(guidance=guidance, seed=seed, batch_size=batch_size, net_batch=net_batch)
-    dev = next(unet.parameters()).device
+    dev, g = next(unet.parameters()).device, Guidance.parse(guidance_method)
+    weak = weak_unet(g, unet, weak)
     y_all = _as_classes(classes, n, null_class(unet)).to(dev)
     ids = torch.arange(len(y_all)) if ids is None else torch.as_tensor(ids).long().flatten().cpu()
     if len(ids) != len(y_all): raise ValueError(f"ids has {len(ids)} entries for {len(y_all)} images")
     res = [_denoise(unet, schedule, y_all[b:b + batch_size], ids[b:b + batch_size], seed, guidance, sampler, steps, eta, clip,
-                    batched_guidance, net_batch, autocast, return_trajectory, progress) for b in range(0, len(y_all), batch_size)]
+                    batched_guidance, net_batch, autocast, return_trajectory, progress, g, weak) for b in range(0, len(y_all), batch_size)]
     imgs = torch.cat([x.clamp(-1, 1).cpu() for x, _ in res])
     if not return_trajectory: return imgs
     return imgs, torch.cat([t[0] for _, t in res], 1), torch.cat([t[1] for _, t in res], 1)
@@ -303,30 +344,35 @@ def _grid_png(images:torch.Tensor, ncols:int=4, scale:int=2)->bytes:
         r, c = divmod(i, ncols); g[r*(h + 2):r*(h + 2) + h, c*(w + 2):c*(w + 2) + w] = x[i]
     return to_png(g, scale=scale)
 
+# %% ../nbs/04_sampling.ipynb #601ea310
 def sampling_widget(model:DiffusionModel, # the model
                     n:int=4, # images per grid
                     guidance:float=7.0, steps:int=20, sampler:str='dpm-sde', seed:int=0, # initial settings
                     max_steps:int=100, # slider range
                     autocast:bool=True, # bf16 autocast for responsive sliders on a CPU
+                    guidance_method:str='cfg', # initial guidance method (chapter 04b), with its default parameters
                    ):
-    "A widget: guidance slider, steps slider, sampler and class pickers over a grid of samples at fixed seeds."
+    "A widget: guidance slider, steps slider, sampler, class and guidance-method pickers over a grid of samples at fixed seeds."
     gw = W.FloatSlider(value=guidance, min=0, max=10, step=0.5, description='guidance', continuous_update=False)
     sw = W.IntSlider(value=steps, min=1, max=max_steps, description='steps', continuous_update=False)
     sp = W.Dropdown(options=list(SAMPLERS), value=sampler, description='sampler')
     cp = W.Dropdown(options=[(name, i) for i, name in enumerate(model.class_names)], value=0, description='class')
+    mp = W.Dropdown(options=list(GUIDANCE_METHODS), value=Guidance.parse(guidance_method).method, description='method')
     img = W.Image(format='png'); info = W.HTML()
     cache = {}
     def _render(*_):
-        key = (gw.value, sw.value, sp.value, cp.value)
+        key = (gw.value, sw.value, sp.value, cp.value, mp.value)
         if key not in cache:
             t0 = time.time()
-            cache[key] = (_grid_png(sample(model, classes=[cp.value]*n, guidance=gw.value, sampler=sp.value, steps=sw.value, seed=seed, autocast=autocast, net_batch=n)), time.time() - t0)
+            cache[key] = (_grid_png(sample(model, classes=[cp.value]*n, guidance=gw.value, sampler=sp.value, steps=sw.value, seed=seed, autocast=autocast,
+                                           net_batch=n, guidance_method=mp.value)), time.time() - t0)
         img.value, dt = cache[key]
-        info.value = f"{model.class_names[cp.value]}, w = {gw.value:g}, {sp.value}-{sw.value}: {dt:.1f} s"
-    for wdg in (gw, sw, sp, cp): wdg.observe(_render, 'value')
+        info.value = f"{model.class_names[cp.value]}, w = {gw.value:g}, {mp.value}, {sp.value}-{sw.value}: {dt:.1f} s"
+    for wdg in (gw, sw, sp, cp, mp): wdg.observe(_render, 'value')
     _render()
-    return W.VBox([W.HBox([gw, sw]), W.HBox([sp, cp]), img, info])
+    return W.VBox([W.HBox([gw, sw]), W.HBox([sp, cp, mp]), img, info])
 
+# %% ../nbs/04_sampling.ipynb #d7716ba2
 def trajectory_widget(traj:torch.Tensor, # (S, N, 1, H, W): x_t or x̂0 steps from `sample(..., return_trajectory=True)`
                       scale:int=4, # display upscaling
                      ):
@@ -459,7 +505,7 @@ def save_dicom(img, path, description:str='SYNTHETIC mri_diffusion_nb', instance
     return Path(path)
 
 # %% ../nbs/04_sampling.ipynb #1fec37d8
-MANIFEST_FIELDS = ['file', 'class', 'class_name', 'seed', 'guidance', 'sampler', 'steps', 'model', 'nifti', 'dicom', 'index']
+MANIFEST_FIELDS = ['file', 'class', 'class_name', 'seed', 'guidance', 'guidance_method', 'sampler', 'steps', 'model', 'nifti', 'dicom', 'index']
 _STEM = re.compile(r'img-(\d{6,})-c(\d+)')
 _EXT = {'png': ('png', '.png'), 'nifti': ('nifti', '.nii.gz'), 'dicom': ('dicom', '.dcm')}
 
@@ -480,7 +526,7 @@ def _paths(i:int, c:int, formats)->dict:
 def _manifest_row(i:int, c:int, s:dict, class_names:list)->dict:
     p = _paths(i, c, s['formats'])
     return {'file': str(p.get('png') or p.get('nifti') or p.get('dicom')), 'class': c, 'class_name': class_names[c], 'seed': s['seed'],
-            'guidance': s['guidance'], 'sampler': s['sampler'], 'steps': s['steps'], 'model': s['model'], 'nifti': str(p.get('nifti', '')),
+            'guidance': s['guidance'], 'guidance_method': s['guidance_method'], 'sampler': s['sampler'], 'steps': s['steps'], 'model': s['model'], 'nifti': str(p.get('nifti', '')),
             'dicom': str(p.get('dicom', '')), 'index': i}
 
 # %% ../nbs/04_sampling.ipynb #4bfd8fd9
@@ -513,9 +559,11 @@ def _append(part:Path, rows:list):
 
 # %% ../nbs/04_sampling.ipynb #3047242e
 def generation_settings(model:DiffusionModel, n:int, classes, guidance:float, sampler:str, steps:int|None, seed:int, eta:float,
-                        formats, bits:int, net_batch:int, autocast:bool)->tuple:
+                        formats, bits:int, net_batch:int, autocast:bool, guidance_method=None)->tuple:
     "What `generation.json` records (validated, before any file is touched) and the class of image i."
     check_sampling(n=n, guidance=guidance, seed=seed, net_batch=net_batch)
+    g = Guidance.parse(guidance_method)
+    weak = {'weak_model': _weights_hash(find_weights(g['weak'])[0])} if g.method == 'auto' else {}
     formats = tuple(formats)
     if set(formats) - set(_EXT) or not formats: raise ValueError(f"formats must be among png, nifti, dicom, got {','.join(formats)}")
     if bits not in (8, 16): raise ValueError(f"bits must be 8 or 16, got {bits}")
@@ -530,7 +578,7 @@ def generation_settings(model:DiffusionModel, n:int, classes, guidance:float, sa
         y = _as_classes(classes, None, K).tolist()
         if len(y) != n: raise ValueError(f"classes lists {len(y)} images for n = {n}")
         class_of, key = y.__getitem__, dict(list_sha256=hashlib.sha256(json.dumps(y).encode()).hexdigest()[:16])
-    return dict(n=n, classes=key, guidance=float(guidance), sampler=sampler, steps=steps, seed=seed, eta=float(eta), formats=list(formats),
+    return dict(n=n, classes=key, guidance=float(guidance), guidance_method=str(g), **weak, sampler=sampler, steps=steps, seed=seed, eta=float(eta), formats=list(formats),
                 bits=bits, net_batch=net_batch, model=model.hash, autocast=bool(autocast) and bf16_native(next(model.unet.parameters()).device), geometry=model_geometry(model)), class_of
 
 # %% ../nbs/04_sampling.ipynb #fa850384
@@ -573,7 +621,8 @@ def _write_image(out:Path, im:torch.Tensor, i:int, c:int, meta:dict, class_names
     "Write image i in every format of the run (each file atomically); returns its manifest row."
     p, g = _paths(i, c, meta['formats']), meta['geometry']
     geo = slice_geometry(tuple(im.shape), g['pixel_mm'], g['slice_mm'], g['axis'], index=i)
-    desc = f"SYNTHETIC {class_names[c]} w={meta['guidance']:g} {meta['sampler']}-{meta['steps']}"
+    gm = '' if meta.get('guidance_method', 'cfg') == 'cfg' else f" {meta['guidance_method']}"
+    desc = f"SYNTHETIC {class_names[c]} w={meta['guidance']:g}{gm} {meta['sampler']}-{meta['steps']}"
     if 'png' in p: save_png(im, out/p['png'], meta['bits'])
     if 'nifti' in p: save_nifti(im, out/p['nifti'], desc, geo)
     if 'dicom' in p: save_dicom(im, out/p['dicom'], desc, instance=i + 1, uids=run_uids(meta['run_id']), geometry=geo,
@@ -583,7 +632,8 @@ def _write_image(out:Path, im:torch.Tensor, i:int, c:int, meta:dict, class_names
 # %% ../nbs/04_sampling.ipynb #31a86d19
 def generate(model:DiffusionModel, out, # the model; the output folder
              n:int=16, classes=None, # number of images; a class index, a list of n, or None for all classes in turn
-             guidance:float=7.0, sampler:str='dpm-sde', steps:int|None=None, seed:int=0, eta:float=0.0,
+             guidance:float=7.0, guidance_method=None, # w; 'cfg' (default) or another method with its parameters (chapter 04b), recorded
+             sampler:str='dpm-sde', steps:int|None=None, seed:int=0, eta:float=0.0,
              formats=('png',), bits:int=8, # any of 'png', 'nifti', 'dicom'; PNG bit depth
              batch_size:int=16, net_batch:int=8, # images per batch (memory, manifest appends); per U-Net call (numerics)
              progress:bool|None=True, autocast:bool=False, # progress bar over images; bf16 autocast for the U-Net
@@ -591,10 +641,9 @@ def generate(model:DiffusionModel, out, # the model; the output folder
             )->dict:
     "Generate `n` slices into `out` with a manifest; resumable, locked, sharded over Accelerate's processes."
     out = Path(out)
-    s, class_of = generation_settings(model, n, classes, guidance, sampler, steps, seed, eta, formats, bits, net_batch, autocast)
+    s, class_of = generation_settings(model, n, classes, guidance, sampler, steps, seed, eta, formats, bits, net_batch, autocast, guidance_method)
     check_sampling(batch_size=batch_size); check_writable(out)
-    rank, world, barrier, bcast = _dist(model.device.type == 'cpu')
-    merge = lambda: _merge_manifest(out, s, class_of, model.class_names)
+    rank, world, barrier, bcast = _dist(model.device.type == 'cpu'); merge = lambda: _merge_manifest(out, s, class_of, model.class_names)
     with ExitStack() as stack:
         meta = _open_run(stack, out, s, run_id, merge, rank, bcast)
         done = _done(out, _read_manifest(out/'manifest.csv'), s, class_of, mine=lambda i: i % world == rank)
@@ -604,10 +653,9 @@ def generate(model:DiffusionModel, out, # the model; the output folder
         for k, ids in enumerate(iter(lambda: [i for _, i in zip(range(batch_size), todo)], [])):
             if stop_after is not None and k >= stop_after: return dict(out=str(out), written=made, total=None, complete=False)
             imgs = sample(model, classes=[class_of(i) for i in ids], ids=ids, guidance=guidance, sampler=sampler, steps=s['steps'], seed=seed,
-                          eta=eta, batch_size=batch_size, net_batch=net_batch, autocast=autocast)
+                          eta=eta, batch_size=batch_size, net_batch=net_batch, autocast=autocast, guidance_method=guidance_method)
             _append(out/f'.manifest-r{rank}.csv', [_write_image(out, im, i, class_of(i), meta, model.class_names) for i, im in zip(ids, imgs[:, 0])])
             made += len(ids); bar.update(len(ids))
-        bar.close(); dt = time.time() - t0
-        barrier()
+        bar.close(); dt = time.time() - t0; barrier()
         total = bcast(merge() if rank == 0 else None)
     return dict(out=str(out), written=made, total=total, complete=total == n, seconds=dt, images_per_s=made/dt if dt > 0 and made else 0.0)

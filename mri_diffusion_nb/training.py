@@ -36,9 +36,10 @@ __all__ = ['TRAIN_PRESETS', 'LIMITS', 'ON_RESUME', 'ConfigError', 'TrainConfig',
 class ConfigError(ValueError):
     "A training configuration that cannot run, reported in one line before any work."
 
+# %% ../nbs/03_training.ipynb #5099a2a0
 @dataclass
-class TrainConfig:
-    "Everything a training run depends on; saved as `config.json` with the run."
+class _TrainSetup:
+    "What is trained and how it is optimised: the first half of `TrainConfig`."
     preset: str = 'tiny'            # U-Net preset (chapter 01)
     data: str = 'mni152'            # slice cache, or 'mni152' for the built-in template
     out: str = 'runs/tiny'          # run directory
@@ -56,6 +57,11 @@ class TrainConfig:
     ema_power: float = 0.75         # EMA warm-up: decay = 1 - (1 + step)^-power, capped at `ema_decay`
     mixed_precision: str = 'no'     # 'no', 'fp16' (GPU) or 'bf16'
     grad_clip: float = 1.0          # max gradient norm (0 disables)
+
+# %% ../nbs/03_training.ipynb #11f9b0e5
+@dataclass
+class TrainConfig(_TrainSetup):
+    "Everything a training run depends on; saved as `config.json` with the run."
     schedule: str = 'linear'        # beta schedule (chapter 02)
     n_timesteps: int = 1000         # training timesteps T
     prediction: str = 'epsilon'     # 'epsilon' or 'v_prediction'
@@ -97,9 +103,11 @@ TRAIN_PRESETS = {
     'paper': dict(steps=100_000, batch_size=get_preset('paper').batch_size, grad_accum=4, lr=1e-4, warmup=1000, ema_decay=0.9999,
                   ema_power=0.8, ckpt_every=2000, log_every=50, sample_every=5000, mixed_precision='bf16', p_uncond=0.1,
                   schedule='linear', n_timesteps=1000, channels_last=True),
+    'weak':  dict(steps=1_500, batch_size=16, lr=1e-3, warmup=100, ema_decay=0.99, ckpt_every=250, log_every=25,  # autoguidance (04b):
+                  sample_every=0, mixed_precision='bf16', p_uncond=0.2, augment=True, loss_weighting='min_snr'), # smaller, shorter than demo
 }
 
-def train_config(preset:str='tiny', # 'tiny', 'demo' or 'paper'
+def train_config(preset:str='tiny', # 'tiny', 'demo', 'paper' or 'weak'
                  **overrides, # any `TrainConfig` field
                 )->TrainConfig:
     "A `TrainConfig` from a preset, with overrides."

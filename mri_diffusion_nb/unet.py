@@ -50,6 +50,7 @@ PRESETS = {
     'tiny':  UNetPreset('tiny', 32, (32, 64, 64), 1, (False, False, True), 0.0, 4, 8, 16),
     'demo':  UNetPreset('demo', 64, (32, 64, 64, 128), 2, (False, False, False, True), 0.0, 4, 8, 16),
     'paper': UNetPreset('paper', 256, (128, 128, 256, 256, 512, 512), 2, (False, False, False, False, True, False), 0.1, 4, 32, 16),
+    'weak':  UNetPreset('weak', 64, (16, 32, 32, 64), 1, (False, False, False, False), 0.0, 4, 8, 16), # autoguidance's weaker partner of demo (chapter 04b)
 }
 
 def get_preset(p:str|UNetPreset, # a preset name or a preset
@@ -126,9 +127,7 @@ def forward_flops(model:UNet2DModel, # the network
     return fc.get_total_flops()
 
 # %% ../nbs/01_unet.ipynb #40943a1c
-_STEP_CHILD = r'''
-import json, resource, sys, torch
-from diffusers import UNet2DModel
+_STEP_CHILD_RSS = r'''  # the training-step probe's child program, part 1: an RSS reader (imports in part 2)
 def rss():
     "(current, peak) resident bytes: /proc/self/status on Linux, else getrusage (peak only)."
     try:
@@ -137,6 +136,12 @@ def rss():
     except (OSError, KeyError):
         m = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return m*(1 if sys.platform == 'darwin' else 1024), m*(1 if sys.platform == 'darwin' else 1024)
+'''
+
+# %% ../nbs/01_unet.ipynb #244ea4a9
+_STEP_CHILD = _STEP_CHILD_RSS + r'''  # part 2: one training step's peak RSS
+import json, resource, sys, torch
+from diffusers import UNet2DModel
 cfg, bs, bf16, steps, threads = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == '1', int(sys.argv[4]), int(sys.argv[5])
 if threads > 0: torch.set_num_threads(threads)
 torch.manual_seed(0)

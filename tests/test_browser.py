@@ -242,6 +242,13 @@ def _move(page, handle, readout, key):
     page.mouse.move(x, box['y'] + box['height']/2, steps=10); page.mouse.up()
     return before, readout.inner_text().strip()
 
+def _pick(widget, label, value):
+    "Choose `value` in the widget's dropdown labelled `label` (a real <select>, as a reader would); returns (before, after)."
+    sel = widget.locator('.widget-dropdown').filter(has_text=label).locator('select').first
+    before = sel.evaluate('e => e.options[e.selectedIndex].text')
+    sel.select_option(label=value)
+    return before, sel.evaluate('e => e.options[e.selectedIndex].text')
+
 def _diff(a:Path, b:Path)->tuple:
     "(pixels that differ by more than 24 grey levels in some channel, total pixels) of two PNGs (the overlap if sizes differ)."
     import numpy as np
@@ -262,7 +269,8 @@ def _wait_loaded(img, old_src, timeout):
         if time.time() - t0 > timeout: pytest.fail(f'the image did not change within {timeout} s of moving the slider')
         time.sleep(0.25)
 
-def _slider_changes_image(browser, lab, shots, chapter, marker, label, key, image_sel, tag, min_frac, expect):
+def _slider_changes_image(browser, lab, shots, chapter, marker, label, key, image_sel, tag, min_frac, expect, pick:str|None=None):
+    "Run the chapter's cells up to the widget, move its slider `label` with `key` (or choose `pick` in its dropdown `label`), check the image changes."
     kept = trim_notebook(NBS/chapter, lab['root']/chapter, marker)
     print(f'{chapter}: running {len(kept)} of its code cells (those the widget cell needs)')
     ctx = browser.new_context(viewport={'width': 1400, 'height': 1000})
@@ -273,13 +281,13 @@ def _slider_changes_image(browser, lab, shots, chapter, marker, label, key, imag
         assert ncells == len(kept)
         widget, img = _wait_widget(page, panel_id, ncells, image_sel)
         widget.scroll_into_view_if_needed()
-        _, handle, readout = _slider(widget, page, label)
+        if pick is None: _, handle, readout = _slider(widget, page, label)
         time.sleep(1.0)  # let the first render settle
         src0 = img.get_attribute('src')
         files = {k: shots/f'{tag}_{k}.png' for k in ('before', 'after', 'before_image', 'after_image')}
         widget.screenshot(path=files['before']); img.screenshot(path=files['before_image'])
-        v0, v1 = _move(page, handle, readout, key)
-        assert v0 != v1, f'the {label} slider did not move (readout stayed {v0})'
+        v0, v1 = _pick(widget, label, pick) if pick else _move(page, handle, readout, key)
+        assert v0 != v1, f'the {label} control did not change (it stayed {v0})'
         dt = _wait_loaded(img, src0, CHANGE_TIMEOUT)
         assert expect in widget.inner_text(), f'the widget does not say {expect!r} after the move:\n{widget.inner_text()}'
         widget.screenshot(path=files['after']); img.screenshot(path=files['after_image'])
@@ -322,3 +330,9 @@ def test_sampling_guidance_slider(browser, lab, shots):
     (A small move, 7 to 4.5, changes too little to test: the shipped model keeps the class at both.)"""
     _slider_changes_image(browser, lab, shots, '04_sampling.ipynb', 'sampling_widget(dm)', 'guidance', 'Home', 'img.widget-image',
                           'sampling_guidance', min_frac=0.05, expect='w = 0,')
+
+def test_guidance_method_picker(browser, lab, shots):
+    """Chapter 04b: choosing plain CFG in the method picker (the widget opens on APG) resamples the same seeds under the other method,
+    a setting the kernel has not sampled yet: at w = 7 the two give visibly different slices."""
+    _slider_changes_image(browser, lab, shots, '04b_guidance.ipynb', "sampling_widget(dm, guidance_method='apg')", 'method', None, 'img.widget-image',
+                          'guidance_method', min_frac=0.05, expect=', cfg, ', pick='cfg')

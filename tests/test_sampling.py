@@ -290,3 +290,46 @@ def test_generation_json_keeps_a_hash_of_the_class_list(run, tmp_path):
     assert set(g['classes']) == {'list_sha256'} and len((tmp_path/'s'/'generation.json').read_bytes()) < 2000
     with pytest.raises(ValueError, match='other settings'):  # another list is another run
         generate(m, tmp_path/'s', n=3000, classes=classes[::-1], steps=2, progress=False, stop_after=0)
+
+# --- issue 15: guidance methods behind one interface ---
+
+@pytest.mark.parametrize('method', ['interval', 'rescale', 'apg:eta=0,r=2', 'cfg++', 'threshold', 'auto'])
+def test_guidance_methods_keep_images_independent_of_batch_size(run, method):
+    "Every method acts per image (APG's momentum too): image i is the same alone, in a batch of 2 or of 4; and each differs from plain CFG at w = 7."
+    m = load_model(run, device='cpu')
+    kw = dict(guidance=7.0, sampler='dpm-sde', steps=5, seed=2, guidance_method=method)
+    if method == 'auto':  # a weak partner with the same classes and size: a damaged copy of the model
+        import copy
+        kw['weak'] = copy.deepcopy(m.unet)
+        with torch.no_grad():
+            for p in kw['weak'].parameters(): p.mul_(0.9)
+    a = sample(m, classes=[0, 1, 2, 3], batch_size=4, net_batch=4, **kw)
+    b = sample(m, classes=[0, 1, 2, 3], batch_size=2, net_batch=4, **kw)
+    c = sample(m, classes=[3], ids=[3], net_batch=4, **kw)
+    assert torch.equal(a, b) and torch.equal(a[3:], c)
+    plain = sample(m, classes=[0, 1, 2, 3], guidance=7.0, sampler='dpm-sde', steps=5, seed=2, net_batch=4)
+    assert (a - plain).abs().max() > 1e-3
+
+def test_guidance_method_recorded_and_part_of_the_resume_key(run, tmp_path):
+    r = cli('sample', '--model', run, '--n', 2, '--steps', 3, '--guidance-method', 'apg:eta=0.5', '--out', tmp_path/'s')
+    assert r.returncode == 0, r.stderr
+    import json
+    assert json.loads((tmp_path/'s'/'generation.json').read_text())['guidance_method'] == 'apg:eta=0.5,r=0,beta=-0.5'
+    assert {x['guidance_method'] for x in csv.DictReader(open(tmp_path/'s'/'manifest.csv'))} == {'apg:eta=0.5,r=0,beta=-0.5'}
+    one_line_error(cli('sample', '--model', run, '--n', 2, '--steps', 3, '--guidance-method', 'cfg', '--out', tmp_path/'s'), 'other settings')
+    assert cli('sample', '--model', run, '--n', 2, '--steps', 3, '--guidance-method', 'apg:eta=0.5', '--out', tmp_path/'s').returncode == 0
+
+@pytest.mark.parametrize('spec,words', [
+    ('nope', "unknown guidance method 'nope'"),
+    ('apg:x=1', "has no parameter 'x'"),
+    ('rescale:phi=inf', 'must be finite'),
+    ('interval:lo', 'name=value'),
+])
+def test_bad_guidance_method_is_one_line(run, tmp_path, spec, words):
+    one_line_error(cli('sample', '--model', run, '--n', 2, '--steps', 2, '--guidance-method', spec, '--out', tmp_path/'s'), '--guidance-method', words)
+    assert not (tmp_path/'s').exists()
+
+def test_auto_guidance_refuses_a_mismatched_weak_model(run):
+    from mri_diffusion_nb.unet import build_unet
+    with pytest.raises(ValueError, match='does not match'):
+        sample(load_model(run, device='cpu'), classes=[0], steps=2, guidance_method='auto', weak=build_unet('weak'))

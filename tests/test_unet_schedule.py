@@ -39,7 +39,7 @@ def test_paper_matches_published_layout():
 
 
 def test_presets_and_errors():
-    with pytest.raises(ValueError, match=r"unknown preset 'x' \(choose from tiny, demo, paper\)"): get_preset('x')
+    with pytest.raises(ValueError, match=r"unknown preset 'x' \(choose from tiny, demo, paper, weak\)"): get_preset('x')
     with pytest.raises(ValueError, match='does not divide'): UNetPreset('b', 32, (32, 36), 1, (False, False), norm_groups=8)
     with pytest.raises(ValueError, match='attention flags'): UNetPreset('b', 32, (32, 64), 1, (False,), norm_groups=8)
     with pytest.raises(ValueError, match='not divisible'): UNetPreset('b', 36, (32, 64, 64, 64), 1, (False,)*4, norm_groups=8)
