@@ -1,6 +1,6 @@
 """Guidance methods side by side in one run (chapter 04b): every method x sampler x guidance scale on the demo model (or a run directory), the same seeds everywhere.
 
-    OMP_NUM_THREADS=2 python benchmarks/guidance_methods.py [--per-class 32] [--guidance 1,3,7] [--samplers dpm-20,dpm-sde-20,ddim-50,ddpm-1000]
+    OMP_NUM_THREADS=2 python benchmarks/guidance_methods.py [--per-class 32] [--guidance 7,3,1] [--samplers dpm-sde-20,dpm-20,ddim-50,ddpm-1000]
                                                         [--methods cfg,interval,...] [--out nbs/guidance_study.json]
 
 For each cell: class adherence overall and per class (the model card's classifier), diversity (mean pairwise MS-SSIM within a class, against the
@@ -12,11 +12,16 @@ import argparse, json, os, time
 from pathlib import Path
 import torch
 from mri_diffusion_nb.data import mni152_slices
-from mri_diffusion_nb.guidance import GUIDANCE_METHODS, Guidance
+from mri_diffusion_nb.guidance import GUIDANCE_METHODS, Guidance, step_scale
 from mri_diffusion_nb.metrics import evaluate, load_classifier, real_reference
-from mri_diffusion_nb.sampling import find_weights, load_model, sample
+from mri_diffusion_nb.sampling import find_weights, load_model, make_scheduler, sample
 
 SAME_AS_CFG_AT_1 = ('interval', 'rescale', 'apg', 'auto')  # w = 1: each of these is the conditional prediction alone, image for image
+
+def nfe(m, sampler:str, steps:int, w:float, method:str)->int:
+    "U-Net evaluations per image: one pass where a step needs only the conditional prediction, two elsewhere (autoguidance: one of them on the weak model)."
+    g = Guidance.parse(method)
+    return sum(1 if step_scale(g, w, m.schedule, t) == 1 and g.method != 'cfg++' else 2 for t in make_scheduler(m.schedule, sampler, steps).timesteps)
 
 def cell(m, clf, real, ctx, classes, sampler, steps, w, method, batch):
     t0 = time.time()
@@ -28,12 +33,12 @@ def cell(m, clf, real, ctx, classes, sampler, steps, w, method, batch):
                 per_class=[v['accuracy'] for v in ca['per_class'].values()],
                 ms_ssim=sum(v['fake'] for v in dv.values())/len(dv), ms_ssim_real=sum(v['real'] for v in dv.values())/len(dv),
                 fd_standin=r['fid']['value'], fd_floor=r.get('floor', {}).get('fid'), memorization=r['memorization']['closer_share'],
-                s_per_image=dt/len(classes), n=len(classes))
+                s_per_image=dt/len(classes), n=len(classes), nfe=nfe(m, sampler, steps, w, method))
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--model', default='demo'); ap.add_argument('--per-class', type=int, default=32)
-    ap.add_argument('--guidance', default='1,3,7'); ap.add_argument('--samplers', default='dpm-20,dpm-sde-20,ddim-50,ddpm-1000')
+    ap.add_argument('--guidance', default='7,3,1'); ap.add_argument('--samplers', default='dpm-sde-20,dpm-20,ddim-50,ddpm-1000')
     ap.add_argument('--methods', default=','.join(GUIDANCE_METHODS)); ap.add_argument('--batch', type=int, default=32)
     ap.add_argument('--out', default='guidance_study.json')
     a = ap.parse_args()
@@ -48,10 +53,12 @@ def main():
                        f"diversity: mean pairwise MS-SSIM within a class (lower = more diverse), real training slices alongside; Fréchet distance on the stand-in "
                        f"features (not comparable with published FID) with the real held-out floor; memorization: share of samples closer to a training slice "
                        f"than 95 % of held-out real slices are")
+    for r in res['rows']:  # rows written before the count was recorded
+        if 'nfe' not in r: r['nfe'] = nfe(m, r['sampler'].rsplit('-', 1)[0], int(r['sampler'].rsplit('-', 1)[1]), r['guidance'], r['method'])
     done = {(r['sampler'], r['guidance'], r['method']) for r in res['rows']}
-    for spec in a.samplers.split(','):
-        sampler, steps = spec.rsplit('-', 1)
-        for w in (float(v) for v in a.guidance.split(',')):
+    for w in (float(v) for v in a.guidance.split(',')):  # in the order given: the most wanted cells first
+        for spec in a.samplers.split(','):
+            sampler, steps = spec.rsplit('-', 1)
             for method in a.methods.split(','):
                 name = str(Guidance.parse(method))
                 if (f"{sampler}-{steps}", w, name) in done: continue

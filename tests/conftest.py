@@ -1,11 +1,30 @@
 """Shared fixtures: small real NIfTI volumes written with nibabel, and a way to run the CLI as a user does."""
-import os, subprocess, sys
+import os, shutil, subprocess, sys
 from pathlib import Path
 import numpy as np
 import nibabel as nib
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The browser tests (JupyterLab widgets, the reader-study page) drive Debian's chromium through Playwright's Python package: no browser download.
+CHROMIUM = shutil.which('chromium') or ('/usr/bin/chromium' if Path('/usr/bin/chromium').exists() else None)
+try:
+    import playwright.sync_api as _pw
+except ImportError: _pw = None
+CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run',
+                 '--disable-dev-shm-usage']
+needs_browser = [pytest.mark.browser,
+                 pytest.mark.skipif(CHROMIUM is None, reason='no chromium browser installed (Debian package `chromium`)'),
+                 pytest.mark.skipif(_pw is None, reason='the playwright Python package is not installed')]
+
+@pytest.fixture(scope='module')
+def browser():
+    "One headless chromium per test module."
+    with _pw.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try: yield b
+        finally: b.close()
 
 def cli(*args, timeout=600, env=None):
     "Run `mri-diffusion ARGS` in a fresh process (the installed console script when there is one)."

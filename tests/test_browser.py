@@ -16,19 +16,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NBS = REPO/'nbs'
-CHROMIUM = shutil.which('chromium') or ('/usr/bin/chromium' if Path('/usr/bin/chromium').exists() else None)
-try:
-    import playwright.sync_api as _pw
-except ImportError: _pw = None
+from conftest import needs_browser
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason='no chromium browser installed (Debian package `chromium`)'),
-    pytest.mark.skipif(_pw is None, reason='the playwright Python package is not installed'),
-]
-
-CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-                 '--no-first-run', '--disable-dev-shm-usage']
+pytestmark = needs_browser
 RUN_TIMEOUT = 360    # s for the cells up to the widget (the sampling chapter may train a tiny model first)
 CHANGE_TIMEOUT = 180 # s for the widget to re-render after the slider moved
 
@@ -158,13 +148,6 @@ def lab(tmp_path_factory):
                 proc.wait(10)
         _kill_kernels(runtime)
         log.close()
-
-@pytest.fixture(scope='module')
-def browser():
-    with _pw.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try: yield b
-        finally: b.close()
 
 @pytest.fixture
 def shots(tmp_path):

@@ -184,3 +184,23 @@ def test_evaluate_garbage_manifest_and_generation_json(tmp_path):
     (d/'manifest.csv').write_bytes(good)  # the corrected folder then evaluates, garbage generation.json and all
     r = cli('evaluate', '--fake', d, '--out', tmp_path/'rep', '--device', 'cpu', '--feature', 'standin')
     assert r.returncode == 0, r.stderr
+
+def test_evaluate_compares_guidance_methods(gen, tmp_path):
+    "Two runs with different guidance methods merged into one folder: `--by guidance_method` reports each; an older manifest without the column means plain CFG."
+    import csv, shutil
+    r = cli('sample', '--model', gen/'run', '--n', 8, '--guidance', 7, '--sampler', 'dpm', '--steps', 5, '--guidance-method', 'interval', '--out', tmp_path/'iv')
+    assert r.returncode == 0, r.stderr
+    both = tmp_path/'both'; (both/'png').mkdir(parents=True)
+    rows = []
+    for tag, d in (('cfg', gen/'w7'), ('iv', tmp_path/'iv')):
+        for row in csv.DictReader(open(d/'manifest.csv')):
+            shutil.copy(d/row['file'], both/'png'/f"{tag}-{Path(row['file']).name}"); rows.append({**row, 'file': f"png/{tag}-{Path(row['file']).name}"})
+    with open(both/'manifest.csv', 'w', newline='') as f:
+        w = csv.DictWriter(f, list(rows[0])); w.writeheader(); w.writerows(rows)
+    assert {row['guidance_method'] for row in rows} == {'cfg', 'interval:lo=0.28,hi=5.42'}
+    save_cache(mni152_slices(res=32), tmp_path/'real.safetensors')
+    r = cli('evaluate', '--real', tmp_path/'real.safetensors', '--fake', both, '--out', tmp_path/'rep', '--feature', 'standin', '--by', 'guidance_method')
+    assert r.returncode == 0, r.stderr
+    reps = json.loads((tmp_path/'rep'/'report.json').read_text())
+    groups = [g['group']['guidance_method'] for g in (reps['reports'] if 'reports' in reps else reps)]
+    assert sorted(groups) == ['cfg', 'interval:lo=0.28,hi=5.42']

@@ -8,17 +8,7 @@ import json, math, shutil
 from pathlib import Path
 import numpy as np
 import pytest
-from conftest import cli
-
-CHROMIUM = shutil.which('chromium') or ('/usr/bin/chromium' if Path('/usr/bin/chromium').exists() else None)
-try:
-    import playwright.sync_api as _pw
-except ImportError: _pw = None
-needs_browser = [pytest.mark.browser,
-                 pytest.mark.skipif(CHROMIUM is None, reason='no chromium browser installed (Debian package `chromium`)'),
-                 pytest.mark.skipif(_pw is None, reason='the playwright Python package is not installed')]
-CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run',
-                 '--disable-dev-shm-usage']
+from conftest import cli, needs_browser
 N = 8
 
 @pytest.fixture(scope='module')
@@ -120,13 +110,6 @@ def _take(browser, study_dir:Path, reader:str, out:Path, resume_check:bool=False
     assert not errors, errors
     assert not remote, f'the page tried to reach the network: {remote}'
     return path
-
-@pytest.fixture(scope='module')
-def browser():
-    with _pw.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try: yield b
-        finally: b.close()
 
 def _wilson(k, n, z=1.959964):
     p = k/n

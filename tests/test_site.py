@@ -7,7 +7,7 @@ Skipped where Quarto, Chromium or Playwright is absent; CI installs all three.
 import functools, http.server, os, shutil, subprocess, threading
 from pathlib import Path
 import pytest
-from test_browser import CHROMIUM, CHROMIUM_ARGS, _pw
+from conftest import CHROMIUM, CHROMIUM_ARGS, _pw
 
 REPO = Path(__file__).resolve().parents[1]
 QUARTO = shutil.which('quarto')
@@ -21,9 +21,12 @@ pytestmark = [
 MUST_SHOW = {
     'schedule.html': ['def q_sample', 'def pred_x0', 'def make_betas'],
     'reverse.html': ['def posterior', 'def ddpm_step', 'def ddim_step', 'def dpmpp_2m_step'],
-    'sampling.html': ['def guide'],
+    'training.html': ['def diffusion_loss', 'def ema_update_'],
+    'sampling.html': ['def guide', 'def guided_pair', 'def make_scheduler', 'def _denoise', 'def sample'],
+    'guidance.html': ['def step_scale', 'def rescale_cfg', 'def apg_cfg', 'def cfgpp_inputs', 'def threshold_settings', 'def combine'],
+    'metrics.html': ['def frechet_distance', 'def diversity', 'def class_adherence'],
 }
-PAGES = ['index.html', 'data.html', 'unet.html', 'schedule.html', 'reverse.html', 'training.html', 'sampling.html', 'metrics.html']
+PAGES = ['index.html', 'data.html', 'unet.html', 'schedule.html', 'reverse.html', 'training.html', 'sampling.html', 'guidance.html', 'metrics.html']
 
 @pytest.fixture(scope='module')
 def site(tmp_path_factory):

@@ -14,7 +14,7 @@ def test_fresh_process_import():
             "m = u.build_unet('tiny'); print(u.null_class(m), sorted(u.PRESETS), s.NoiseSchedule('cosine').abar.shape[0])")
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ['4', "['demo',", "'paper',", "'tiny']", '1000']
+    assert r.stdout.split() == ['4', "['demo',", "'paper',", "'tiny',", "'weak']", '1000']
 
 
 @pytest.mark.parametrize('name', list(PRESETS))

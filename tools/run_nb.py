@@ -1,6 +1,7 @@
 """Execute a chapter in place as nbdev_test does (skipping cells flagged with tst_flags and `eval: false`), keeping its outputs for the docs.
 
     OMP_NUM_THREADS=1 python tools/run_nb.py nbs/04_sampling.ipynb && nbdev_clean --fname nbs/04_sampling.ipynb
+    python tools/run_nb.py nbs/04b_guidance.ipynb --with slow   # also run (and keep the outputs of) cells flagged slow, as `nbdev_test --flags slow` does
 """
 import json, os, sys, time
 from pathlib import Path
@@ -10,10 +11,10 @@ from nbdev.config import get_config
 from nbdev.processors import NBProcessor
 from nbdev.frontmatter import FrontmatterProc
 
-def run(fn):
+def run(fn, include=()):
     fn = Path(fn).resolve()
     os.environ['IN_TEST'] = '1'
-    flags = set(get_config().tst_flags.split())
+    flags = set(get_config().tst_flags.split()) - set(include)
     nb = NBProcessor(fn, procs=FrontmatterProc, process=True).nb
     def _no_eval(cell):
         if cell.cell_type != 'code': return True
@@ -29,11 +30,11 @@ def run(fn):
         except Exception:
             sys.stderr.write(k.prettytb(fname=fn) + '\n'); sys.exit(1)
     raw = json.loads(fn.read_text())
-    outs = {c.source: (c.get('outputs', []), c.get('execution_count')) for c in nb.cells if c.cell_type == 'code'}
-    for c in raw['cells']:
+    assert len(nb.cells) == len(raw['cells']), 'the processed notebook lost or gained cells'  # so cells pair up by position (directives are stripped from nb's sources)
+    for c, pc in zip(raw['cells'], nb.cells):
         if c['cell_type'] != 'code': continue
         src = ''.join(c['source'])
-        o, n = outs.get(src, ([], None))
+        o, n = pc.get('outputs', []), pc.get('execution_count')
         c['outputs'] = [dict(x) for x in o] if not _no_eval_raw(src, flags) else []
         c['execution_count'] = n
     fn.write_text(json.dumps(raw, indent=1, ensure_ascii=False) + '\n')
@@ -43,4 +44,7 @@ def _no_eval_raw(src, flags):
     heads = [l[3:].strip() for l in src.splitlines() if l.startswith('#| ')]
     return any(h.split()[0] in flags for h in heads if h) or any(h.replace(' ', '') == 'eval:false' for h in heads)
 
-if __name__ == '__main__': run(sys.argv[1])
+if __name__ == '__main__':
+    args = sys.argv[1:]
+    inc = args[args.index('--with') + 1].split(',') if '--with' in args else []
+    run(args[0], include=inc)
