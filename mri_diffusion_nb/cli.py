@@ -16,7 +16,7 @@ from .guidance import Guidance
 from .metrics import WeightsError, evaluate, evaluate_groups, load_classifier, load_fake_dir, train_classifier, write_report
 from .files import FileError, os_problem
 import shutil
-from .metrics import MANIFEST_COLUMNS, OPTIONAL_COLUMNS, check_report_dir, clean_report_temps, fake_dir_size
+from .metrics import GROUP_COLUMNS, check_report_dir, clean_report_temps, fake_dir_size
 from .files import check_writable, output_lock
 from contextlib import contextmanager
 
@@ -268,7 +268,7 @@ def _evaluate_into(a, out:Path, dev:torch.device, res:int)->tuple:
 def cmd_evaluate(a)->int:
     fake_dir, out = Path(a.fake), Path(a.out)
     if not fake_dir.is_dir(): raise DataError(fake_dir, 'folder of generated images not found')
-    if a.by not in (*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS): raise UsageError(f"--by {a.by}: not a manifest column (choose from {', '.join((*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS))})")
+    if a.by not in GROUP_COLUMNS: raise UsageError(f"--by {a.by}: not a manifest column (choose from {', '.join(GROUP_COLUMNS)})")
     check_writable(out); check_report_dir(out)  # before any computation
     dev, (h, w) = _eval_device(a.device), fake_dir_size(fake_dir)  # the first image's header: too-small images fail here
     created = not out.exists()

@@ -54,10 +54,9 @@ def parse(cls:Guidance, spec:str|Guidance|None)->Guidance:
     kv = [p.split('=', 1) for p in rest.split(',') if p.strip()]
     if any(len(p) != 2 for p in kv): raise ValueError(f"guidance {spec!r}: write parameters as name=value, e.g. apg:eta=0,r=8")
     d = GUIDANCE_METHODS.get(name.strip(), {})
-    try: return cls(name.strip(), {k.strip(): type(d.get(k.strip(), ''))(v.strip()) for k, v in kv})
-    except ValueError as e:
-        if str(e).startswith(('unknown guidance', 'guidance')): raise
-        raise ValueError(f"guidance {spec!r}: {e}") from None
+    try: params = {k.strip(): type(d.get(k.strip(), ''))(v.strip()) for k, v in kv}  # each value as its default's type
+    except ValueError as e: raise ValueError(f"guidance {spec!r}: {e}") from None
+    return cls(name.strip(), params)
 
 # %% ../nbs/04b_guidance.ipynb #3c9c4d4c
 def sigma(schedule:NoiseSchedule, t)->float:

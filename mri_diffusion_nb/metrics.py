@@ -19,9 +19,9 @@ from .files import FileError, atomic_dir
 
 # %% auto #0
 __all__ = ['INCEPTION_FILE', 'INCEPTION_URL', 'INCEPTION_ENV', 'LPIPS_ENV', 'LPIPS_BACKBONES', 'MS_SSIM_BETAS',
-           'MANIFEST_COLUMNS', 'OPTIONAL_COLUMNS', 'EVAL_MIN_RES', 'REPORT_FORMAT', 'SWEEP_TITLES', 'REPORT_FILES',
-           'default_device', 'module_device', 'chunks', 'WeightsError', 'hub_checkpoint_dir', 'resolve_weights',
-           'StandinFeatures', 'GrayInception', 'feature_extractor', 'images_key', 'extract_features',
+           'MANIFEST_COLUMNS', 'OPTIONAL_COLUMNS', 'GROUP_COLUMNS', 'EVAL_MIN_RES', 'REPORT_FORMAT', 'SWEEP_TITLES',
+           'REPORT_FILES', 'default_device', 'module_device', 'chunks', 'WeightsError', 'hub_checkpoint_dir',
+           'resolve_weights', 'StandinFeatures', 'GrayInception', 'feature_extractor', 'images_key', 'extract_features',
            'frechet_distance', 'gaussian_stats', 'fid_kid', 'ssim', 'ms_ssim_scales', 'ms_ssim', 'psnr', 'lpips_model',
            'lpips_distance', 'reconstruction_metrics', 'sample_pairs', 'pairwise_ms_ssim', 'diversity', 'audit_images',
            'top_correlations', 'nearest_neighbours', 'audit_reference', 'memorization_audit', 'show_nearest',
@@ -660,6 +660,7 @@ def load_classifier(path, # a file written by `save_classifier`
 # %% ../nbs/05_metrics.ipynb #0cbc439b
 MANIFEST_COLUMNS = ('file', 'class', 'seed', 'guidance', 'sampler', 'steps', 'model')
 OPTIONAL_COLUMNS = {'guidance_method': 'cfg'} # columns added later, with what an older manifest without them means
+GROUP_COLUMNS = (*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS) # what `evaluate_groups` (and `evaluate --by`) can group by
 
 @dataclass
 class FakeSet:
@@ -1099,7 +1100,7 @@ def evaluate_groups(real:SliceData, # real slices
                     **kwargs, # passed to `evaluate` (feature, classifier, device, ...)
                    )->list:
     "One `evaluate` report per value of a manifest column (e.g. per guidance scale); the real reference is computed once for all of them."
-    if by not in (*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS): raise ValueError(f'by must be one of {(*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS)}, got {by!r}')
+    if by not in GROUP_COLUMNS: raise ValueError(f'by must be one of {GROUP_COLUMNS}, got {by!r}')
     values = []
     for r in fake.rows:
         if r[by] not in values: values.append(r[by])
