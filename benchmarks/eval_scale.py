@@ -67,7 +67,7 @@ def make_real(folder, n, res, seed=0):
 
 def child(args):
     "One size in a fresh process: set up, time `evaluate`, then count its FLOPs; print a JSON line."
-    from mri_diffusion_nb import metrics as M
+    from mri_diffusion_nb import adherence, features, metrics as M
     torch.set_num_threads(args.threads)
     meta = json.loads(Path(args.meta).read_text())
     real = LazyReal(meta['path'], np.array(meta['labels']), np.array(meta['is_val']), meta['res'], meta['class_names'])
@@ -76,7 +76,7 @@ def child(args):
     fake = (real.images[idx] + 0.1*torch.randn(args.n_fake, 1, real.res, real.res, generator=g)).clamp(-1, 1)
     labels = real.labels[idx]
     dev = torch.device(args.device)
-    clf = M.train_classifier(real, steps=30, progress=False, device=dev)
+    clf = adherence.train_classifier(real, steps=30, progress=False, device=dev)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024
     if dev.type == 'cuda': torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -89,7 +89,7 @@ def child(args):
                closer_share=rep['memorization']['closer_share'])
     if args.count_flops:
         from torch.utils.flop_counter import FlopCounterMode
-        M._FEATURES.clear()
+        features._FEATURES.clear()
         with FlopCounterMode(display=False) as fc: M.evaluate(real, fake, labels, feature='standin', classifier=clf, device=dev, figures=False, progress=False)
         out['flops'] = fc.get_total_flops()
     print('RESULT ' + json.dumps(out))

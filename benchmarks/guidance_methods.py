@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from mri_diffusion_nb.data import mni152_slices
 from mri_diffusion_nb.guidance import GUIDANCE_METHODS, Guidance, step_scale
-from mri_diffusion_nb.metrics import evaluate, load_classifier, real_reference
+from mri_diffusion_nb.adherence import load_classifier
+from mri_diffusion_nb.metrics import evaluate, real_reference
 from mri_diffusion_nb.sampling import find_weights, load_model, make_scheduler, sample
 
 SAME_AS_CFG_AT_1 = ('interval', 'rescale', 'apg', 'auto')  # w = 1: each of these is the conditional prediction alone, image for image

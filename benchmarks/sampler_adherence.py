@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import torch
 from diffusers import DDIMScheduler
 from mri_diffusion_nb.sampling import find_weights, load_model, sample
-from mri_diffusion_nb.metrics import load_classifier, class_adherence
+from mri_diffusion_nb.adherence import load_classifier, class_adherence
 
 @contextmanager
 def raw_eps(on:bool):

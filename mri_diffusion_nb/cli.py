@@ -11,9 +11,12 @@ from .data import DataError, SliceData, atomic_path, show_grid, folder_slices, m
 from .store import build_store, open_data, plan_source
 from dataclasses import replace
 from .training import ConfigError, TrainingError, TrainConfig, TRAIN_PRESETS, latest_checkpoint, resume_config, run_config, train, train_config
-from .sampling import SAMPLERS, DiffusionModel, as_device, generate, load_model, sample, check_sampling
+from .sampling import SAMPLERS, DiffusionModel, as_device, load_model, sample, check_sampling
+from .export import generate
 from .guidance import Guidance
-from .metrics import WeightsError, evaluate, evaluate_groups, load_classifier, load_fake_dir, train_classifier, write_report
+from .weights import WeightsError
+from .adherence import load_classifier, train_classifier
+from .metrics import evaluate, evaluate_groups, load_fake_dir, write_report
 from .files import FileError, os_problem
 import shutil
 from .metrics import GROUP_COLUMNS, check_report_dir, clean_report_temps, fake_dir_size

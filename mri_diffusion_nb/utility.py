@@ -13,7 +13,8 @@ from scipy import stats
 from tqdm.auto import tqdm
 from .data import augment
 from .files import atomic_dir
-from .metrics import SliceClassifier, read_png
+from .adherence import SliceClassifier
+from .metrics import read_png
 from .reader_study import fake_manifest, open_real, read_slices, wilson
 
 # %% auto #0
@@ -42,7 +43,7 @@ def fit_classifier(x:torch.Tensor, # (N, 1, H, W) training slices in [-1, 1]
                    seed:int=0, # initialisation, batches and augmentation
                    device:str|torch.device='cpu', # where to train
                   )->SliceClassifier:
-    "Train chapter 05's `SliceClassifier` on the given slices for a fixed number of steps."
+    "Train chapter 05d's `SliceClassifier` on the given slices for a fixed number of steps."
     if len(x) == 0: raise ValueError('no training slices')
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

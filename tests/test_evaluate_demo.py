@@ -1,4 +1,4 @@
-"""Chapter 05 and the main job from the outside: `mri-diffusion evaluate` and `mri-diffusion demo` end to end, and every bad input of `evaluate`."""
+"""The evaluation (chapters 05 to 05e) and the main job from the outside: `mri-diffusion evaluate` and `mri-diffusion demo` end to end, and every bad input of `evaluate`."""
 import json, os, subprocess, sys
 import numpy as np
 import torch

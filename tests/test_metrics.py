@@ -1,4 +1,4 @@
-"Tests for mri_diffusion_nb.metrics: properties on tiny inputs, equality with scikit-image and closed forms, offline weights errors, report and folder I/O. No downloads."
+"Tests for the evaluation modules (weights, features, frechet, paired, memorization, adherence, metrics): properties on tiny inputs, equality with scikit-image and closed forms, offline weights errors, report and folder I/O. No downloads."
 import json, time, urllib.error
 from pathlib import Path
 import numpy as np
@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from mri_diffusion_nb.data import DataError, SliceData
-from mri_diffusion_nb import metrics as M
+from mri_diffusion_nb import weights as W, features as FE, frechet as FR, paired as PA, memorization as ME, adherence as AD, metrics as M
+from mri_diffusion_nb.files import FileError
 
 
 def blobs(n=48, res=32, seed=0):
@@ -40,17 +41,17 @@ def noisy(x, s, seed=1):
 # --- FID / KID -------------------------------------------------------------
 
 def test_identical_sets_fid_kid_zero(data):
-    f = M.extract_features(data.images, M.StandinFeatures())
-    r = M.fid_kid(f, f)
+    f = FE.extract_features(data.images, FE.StandinFeatures())
+    r = FR.fid_kid(f, f)
     assert abs(r['fid']) < 1e-6
     assert abs(r['kid_mean']) < 1e-3
     assert np.isfinite(r['kid_std'])
 
 
 def test_noise_raises_distances_monotonically(data):
-    net = M.StandinFeatures()
-    ref = M.extract_features(data.images, net)
-    rows = [M.fid_kid(ref, M.extract_features(noisy(data.images, s), net)) for s in (0, .1, .2, .4, .8)]
+    net = FE.StandinFeatures()
+    ref = FE.extract_features(data.images, net)
+    rows = [FR.fid_kid(ref, FE.extract_features(noisy(data.images, s), net)) for s in (0, .1, .2, .4, .8)]
     fids, kids = [r['fid'] for r in rows], [r['kid_mean'] for r in rows]
     assert fids == sorted(fids) and fids[-1] > fids[1] > 0
     assert kids == sorted(kids)
@@ -61,9 +62,9 @@ def test_frechet_closed_form_diagonal():
     mu1, mu2 = torch.randn(6, generator=g, dtype=torch.float64), torch.randn(6, generator=g, dtype=torch.float64)
     v1, v2 = torch.rand(6, generator=g, dtype=torch.float64) + .1, torch.rand(6, generator=g, dtype=torch.float64) + .1
     closed = float((mu1 - mu2).square().sum() + (v1.sqrt() - v2.sqrt()).square().sum())
-    assert M.frechet_distance(mu1, torch.diag(v1), mu2, torch.diag(v2)) == pytest.approx(closed, abs=1e-10)
+    assert FR.frechet_distance(mu1, torch.diag(v1), mu2, torch.diag(v2)) == pytest.approx(closed, abs=1e-10)
     # same Gaussian: zero
-    assert M.frechet_distance(mu1, torch.diag(v1), mu1, torch.diag(v1)) == pytest.approx(0, abs=1e-10)
+    assert FR.frechet_distance(mu1, torch.diag(v1), mu1, torch.diag(v1)) == pytest.approx(0, abs=1e-10)
 
 
 def test_frechet_equals_torchmetrics_and_fid_kid():
@@ -71,23 +72,23 @@ def test_frechet_equals_torchmetrics_and_fid_kid():
     g = torch.Generator().manual_seed(1)
     a = torch.randn(50, 7, generator=g, dtype=torch.float64)
     b = torch.randn(40, 7, generator=g, dtype=torch.float64) @ torch.randn(7, 7, generator=g, dtype=torch.float64)*.5 + .2
-    ours = M.frechet_distance(*M.gaussian_stats(a), *M.gaussian_stats(b))
-    assert ours == pytest.approx(float(_compute_fid(*M.gaussian_stats(a), *M.gaussian_stats(b))), rel=1e-8)
-    assert M.fid_kid(a, b)['fid'] == pytest.approx(ours, rel=1e-6)
+    ours = FR.frechet_distance(*FR.gaussian_stats(a), *FR.gaussian_stats(b))
+    assert ours == pytest.approx(float(_compute_fid(*FR.gaussian_stats(a), *FR.gaussian_stats(b))), rel=1e-8)
+    assert FR.fid_kid(a, b)['fid'] == pytest.approx(ours, rel=1e-6)
 
 
 def test_kid_reproducible_and_subset_size(data):
-    f = M.extract_features(data.images, M.StandinFeatures())
-    g = M.extract_features(noisy(data.images, .3), M.StandinFeatures())
-    r1, r2 = M.fid_kid(f, g[:20], seed=3), M.fid_kid(f, g[:20], seed=3)
+    f = FE.extract_features(data.images, FE.StandinFeatures())
+    g = FE.extract_features(noisy(data.images, .3), FE.StandinFeatures())
+    r1, r2 = FR.fid_kid(f, g[:20], seed=3), FR.fid_kid(f, g[:20], seed=3)
     assert r1 == r2 and r1['kid_subset_size'] == 20
 
 
 def test_feature_cache_dir(tmp_path, data):
-    net = M.StandinFeatures()
-    a = M.extract_features(data.images, net, cache=False, cache_dir=tmp_path)
+    net = FE.StandinFeatures()
+    a = FE.extract_features(data.images, net, cache=False, cache_dir=tmp_path)
     assert len(list(tmp_path.glob('features-*.safetensors'))) == 1
-    b = M.extract_features(data.images, net, cache=False, cache_dir=tmp_path)
+    b = FE.extract_features(data.images, net, cache=False, cache_dir=tmp_path)
     assert torch.equal(a, b)
 
 
@@ -101,36 +102,36 @@ def test_ssim_psnr_equal_skimage(res):
     sk_s = [structural_similarity(b[0].numpy(), a[0].numpy(), data_range=2, gaussian_weights=True, sigma=1.5,
                                   use_sample_covariance=False) for a, b in zip(x, y)]
     sk_p = [peak_signal_noise_ratio(a[0].numpy(), b[0].numpy(), data_range=2) for a, b in zip(x, y)]
-    assert torch.allclose(M.ssim(y, x).double(), torch.tensor(sk_s), atol=1e-4)
-    assert torch.allclose(M.psnr(y, x).double(), torch.tensor(sk_p), atol=1e-3)
+    assert torch.allclose(PA.ssim(y, x).double(), torch.tensor(sk_s), atol=1e-4)
+    assert torch.allclose(PA.psnr(y, x).double(), torch.tensor(sk_p), atol=1e-3)
 
 
 def test_identical_images_ssim_one_psnr_capped():
     x, _ = blobs(3, 32)
-    assert torch.allclose(M.ssim(x, x), torch.ones(3), atol=1e-5)
-    assert torch.allclose(M.ms_ssim(x, x), torch.ones(3), atol=1e-5)
-    p = M.psnr(x, x)
+    assert torch.allclose(PA.ssim(x, x), torch.ones(3), atol=1e-5)
+    assert torch.allclose(PA.ms_ssim(x, x), torch.ones(3), atol=1e-5)
+    p = PA.psnr(x, x)
     assert torch.isfinite(p).all() and (p == 100.).all()
-    assert (M.psnr(x, x, max_db=60.) == 60.).all()
-    r = M.reconstruction_metrics(x, x)
+    assert (PA.psnr(x, x, max_db=60.) == 60.).all()
+    r = PA.reconstruction_metrics(x, x)
     assert r['identical'] == 3 and r['psnr_db'] == 100. and np.isfinite(r['psnr_db'])
-    r2 = M.reconstruction_metrics(x, noisy(x, .2))
+    r2 = PA.reconstruction_metrics(x, noisy(x, .2))
     assert r2['identical'] == 0 and r2['ssim'] < 1 and r2['psnr_db'] < 100
 
 
 @pytest.mark.parametrize('res,scales', [(32, 3), (64, 4), (128, 5)])
 def test_ms_ssim_small_images(res, scales):
-    assert M.ms_ssim_scales(res) == scales
+    assert PA.ms_ssim_scales(res) == scales
     x, _ = blobs(2, res)
-    v = M.ms_ssim(noisy(x, .1), x)
+    v = PA.ms_ssim(noisy(x, .1), x)
     assert v.shape == (2,) and ((v > 0) & (v < 1)).all()
 
 
 def test_diversity_collapse_is_one():
     x, _ = blobs(8, 32)
-    v, k = M.pairwise_ms_ssim(x[:1].expand(6, -1, -1, -1))
+    v, k = ME.pairwise_ms_ssim(x[:1].expand(6, -1, -1, -1))
     assert v == pytest.approx(1, abs=1e-5) and k == 15
-    d = M.diversity(x, torch.tensor([0]*4 + [1]*4), ['a', 'b'])
+    d = ME.diversity(x, torch.tensor([0]*4 + [1]*4), ['a', 'b'])
     assert set(d) == {'a', 'b'} and d['a']['pairs'] == 6 and d['a']['ms_ssim'] < 1
 
 
@@ -140,82 +141,82 @@ def _one_line(e): return len(str(e).splitlines()) == 1
 
 
 def test_inception_missing_weights_env(monkeypatch):
-    monkeypatch.setenv(M.INCEPTION_ENV, '/nonexistent/dir/inception.pth')
+    monkeypatch.setenv(W.INCEPTION_ENV, '/nonexistent/dir/inception.pth')
     t = time.time()
-    with pytest.raises(M.WeightsError) as ei: M.feature_extractor('inception')
+    with pytest.raises(W.WeightsError) as ei: FE.feature_extractor('inception')
     assert time.time() - t < 5
     msg = str(ei.value)
-    assert _one_line(ei.value) and M.INCEPTION_FILE in msg and M.INCEPTION_ENV in msg and '/nonexistent/dir/inception.pth' in msg
+    assert _one_line(ei.value) and W.INCEPTION_FILE in msg and W.INCEPTION_ENV in msg and '/nonexistent/dir/inception.pth' in msg
     assert isinstance(ei.value, DataError)
 
 
 def test_inception_no_network_fails_fast(monkeypatch, tmp_path):
-    monkeypatch.delenv(M.INCEPTION_ENV, raising=False)
+    monkeypatch.delenv(W.INCEPTION_ENV, raising=False)
     monkeypatch.setenv('TORCH_HOME', str(tmp_path))
     def no_net(*a, **k): raise urllib.error.URLError('no network')
     monkeypatch.setattr(torch.hub, 'download_url_to_file', no_net)
-    with pytest.raises(M.WeightsError) as ei: M.GrayInception()
+    with pytest.raises(W.WeightsError) as ei: FE.GrayInception()
     msg = str(ei.value)
-    assert _one_line(ei.value) and M.INCEPTION_FILE in msg and 'download failed' in msg and str(tmp_path) in msg
-    with pytest.raises(M.WeightsError, match='download disabled'): M.GrayInception(download=False)
+    assert _one_line(ei.value) and W.INCEPTION_FILE in msg and 'download failed' in msg and str(tmp_path) in msg
+    with pytest.raises(W.WeightsError, match='download disabled'): FE.GrayInception(download=False)
     assert not list(tmp_path.rglob('*.pth'))  # nothing half-written
 
 
 def test_inception_garbled_weights(tmp_path):
-    p = tmp_path/M.INCEPTION_FILE; p.write_bytes(b'not a checkpoint')
-    with pytest.raises(M.WeightsError, match='not a readable') as ei: M.GrayInception(weights=p)
+    p = tmp_path/W.INCEPTION_FILE; p.write_bytes(b'not a checkpoint')
+    with pytest.raises(W.WeightsError, match='not a readable') as ei: FE.GrayInception(weights=p)
     assert _one_line(ei.value)
 
 
 def test_lpips_missing_backbone(monkeypatch):
-    monkeypatch.setenv(M.LPIPS_ENV, '/nonexistent/alexnet.pth')
+    monkeypatch.setenv(W.LPIPS_ENV, '/nonexistent/alexnet.pth')
     for net in ('alex', 'vgg'):
-        with pytest.raises(M.WeightsError) as ei: M.lpips_model(net)
-        assert _one_line(ei.value) and M.LPIPS_BACKBONES[net] in str(ei.value) and M.LPIPS_ENV in str(ei.value)
+        with pytest.raises(W.WeightsError) as ei: PA.lpips_model(net)
+        assert _one_line(ei.value) and W.LPIPS_BACKBONES[net] in str(ei.value) and W.LPIPS_ENV in str(ei.value)
 
 
 def test_lpips_local_backbone(monkeypatch, tmp_path):
     import torchvision
-    p = tmp_path/M.LPIPS_BACKBONES['alex']
+    p = tmp_path/W.LPIPS_BACKBONES['alex']
     torch.manual_seed(0)
     torch.save(torchvision.models.alexnet(weights=None).state_dict(), p)
-    monkeypatch.setenv(M.LPIPS_ENV, str(p))
-    m = M.lpips_model('alex')
+    monkeypatch.setenv(W.LPIPS_ENV, str(p))
+    m = PA.lpips_model('alex')
     x, _ = blobs(3, 64)
-    d0, d1 = M.lpips_distance(x, x, m), M.lpips_distance(noisy(x, .3), x, m)
+    d0, d1 = PA.lpips_distance(x, x, m), PA.lpips_distance(noisy(x, .3), x, m)
     assert torch.allclose(d0, torch.zeros(3), atol=1e-6) and (d1 > 0).all()
     vgg_file = tmp_path/'wrong.pth'; torch.save({'x': torch.zeros(1)}, vgg_file)
-    with pytest.raises(M.WeightsError, match='not a torchvision'): M.lpips_model('alex', weights=vgg_file)
+    with pytest.raises(W.WeightsError, match='not a torchvision'): PA.lpips_model('alex', weights=vgg_file)
 
 
 # --- memorization, classifier --------------------------------------------
 
 def test_nearest_neighbours_finds_shifted_copies(data):
     tr = data.train.images
-    copies = M._shift(tr[:10], 1, -1)
-    i0, c0, _ = M.nearest_neighbours(copies, tr, max_shift=0)
-    i1, c1, s1 = M.nearest_neighbours(copies, tr, max_shift=1)
+    copies = ME._shift(tr[:10], 1, -1)
+    i0, c0, _ = ME.nearest_neighbours(copies, tr, max_shift=0)
+    i1, c1, s1 = ME.nearest_neighbours(copies, tr, max_shift=1)
     assert torch.equal(i1, torch.arange(10)) and (c1 >= c0 - 1e-6).all() and (c1 > 0.999).all()
     assert (s1 == torch.tensor([-1, 1])).all()
-    a = M.memorization_audit(copies, tr, data.val.images)
+    a = ME.memorization_audit(copies, tr, data.val.images)
     assert a['summary']['closer_share'] == 1.0 and 'definition' in a['summary']
 
 
 def test_classifier_train_save_load(tmp_path, data):
-    clf = M.train_classifier(data, steps=60, batch_size=16, progress=False)
+    clf = AD.train_classifier(data, steps=60, batch_size=16, progress=False)
     assert clf.info['val_accuracy'] >= 0.75
-    ca = M.class_adherence(clf, data.val.images, data.val.labels)
+    ca = AD.class_adherence(clf, data.val.images, data.val.labels)
     assert sum(map(sum, ca['confusion'])) == len(data.val) and set(ca['per_class']) == {'small', 'large'}
-    back = M.load_classifier(M.save_classifier(clf, tmp_path/'c.safetensors'))
+    back = AD.load_classifier(AD.save_classifier(clf, tmp_path/'c.safetensors'))
     assert torch.equal(back.predict(data.images), clf.predict(data.images)) and back.info == clf.info
     (tmp_path/'bad.safetensors').write_bytes(b'junk')
-    with pytest.raises(DataError, match='not a safetensors'): M.load_classifier(tmp_path/'bad.safetensors')
+    with pytest.raises(DataError, match='not a safetensors'): AD.load_classifier(tmp_path/'bad.safetensors')
 
 
 # --- report ----------------------------------------------------------------
 
 def test_evaluate_and_write_report(tmp_path, data):
-    clf = M.train_classifier(data, steps=20, progress=False)
+    clf = AD.train_classifier(data, steps=20, progress=False)
     fake = noisy(data.val.images, .1)
     rep = M.evaluate(data, fake, data.val.labels, feature='standin', classifier=clf, progress=False, group={'guidance': 3.0})
     for key in ('fid', 'kid', 'floor', 'memorization', 'diversity', 'class_adherence'):
@@ -309,32 +310,32 @@ class LazyData:
 
 def test_chunked_search_equals_brute_force_topk(data):
     q, r = noisy(data.val.images, .2), data.train.images
-    sh = M._shifts(1).tolist()
-    brute = torch.stack([M._unit(M._shift(q, dy, dx)).double() @ M._unit(r).double().T for dy, dx in sh]).amax(0)
+    sh = ME._shifts(1).tolist()
+    brute = torch.stack([ME._unit(ME._shift(q, dy, dx)).double() @ ME._unit(r).double().T for dy, dx in sh]).amax(0)
     bv, bi = brute.topk(4, dim=1)
     lazy = Lazy(r)
-    i, c, s = M.nearest_neighbours(q, lazy, max_shift=1, k=4, batch_size=3, chunk=5)
+    i, c, s = ME.nearest_neighbours(q, lazy, max_shift=1, k=4, batch_size=3, chunk=5)
     assert torch.equal(i, bi) and torch.allclose(c.double(), bv, atol=1e-5) and s.shape == (len(q), 4, 2)
     assert max(lazy.reads) <= 1024  # the reference was read in chunks
 
 
 def test_audit_downsamples_and_reuses_reference(data):
-    ref = M.audit_reference(data.train.images, data.val.images, max_shift=1, res=16)
+    ref = ME.audit_reference(data.train.images, data.val.images, max_shift=1, res=16)
     assert ref['train'].shape == (len(data.train), 16*16) and ref['train'].dtype == torch.float32
-    copies = M._shift(data.train.images[:6], 2, 0)  # 2 px at 32 = 1 px at 16: within max_shift after downsampling
-    a = M.memorization_audit(copies, reference=ref)
+    copies = ME._shift(data.train.images[:6], 2, 0)  # 2 px at 32 = 1 px at 16: within max_shift after downsampling
+    a = ME.memorization_audit(copies, reference=ref)
     assert torch.equal(a['train_idx'], torch.arange(6)) and a['summary']['closer_share'] == 1.0 and a['summary']['res'] == 16
     assert '16 px' in a['summary']['definition']
-    b = M.memorization_audit(copies, data.train.images, data.val.images, res=16)
+    b = ME.memorization_audit(copies, data.train.images, data.val.images, res=16)
     assert torch.equal(a['train_corr'], b['train_corr'])
 
 
 def test_sample_pairs_without_enumeration():
     t = time.time()
-    i, j = M.sample_pairs(10**7, 300, seed=3)  # all pairs would be 5e13 indices
+    i, j = ME.sample_pairs(10**7, 300, seed=3)  # all pairs would be 5e13 indices
     assert time.time() - t < 5 and len(i) == 300 and (i != j).all() and int(torch.maximum(i, j).max()) < 10**7
-    assert torch.equal(M.sample_pairs(10**7, 300, seed=3)[0], i)
-    assert len(M.sample_pairs(5, 300)[0]) == 10 and len(M.sample_pairs(1)[0]) == 0
+    assert torch.equal(ME.sample_pairs(10**7, 300, seed=3)[0], i)
+    assert len(ME.sample_pairs(5, 300)[0]) == 10 and len(ME.sample_pairs(1)[0]) == 0
 
 
 def test_lazy_real_gives_the_same_report(data):
@@ -344,13 +345,13 @@ def test_lazy_real_gives_the_same_report(data):
     a, b = M.evaluate(data, fake, y, **kw), M.evaluate(lazy, fake, y, **kw)
     for k in ('fid', 'kid', 'floor'): assert a[k] == pytest.approx(b[k]), k
     assert a['memorization'] == b['memorization'] and a['diversity'] == b['diversity']
-    assert M.images_key(lazy.images) == M.images_key(data.images)
+    assert FE.images_key(lazy.images) == FE.images_key(data.images)
     assert a['protocol']['device'] == 'cpu'
 
 
 def test_groups_share_one_real_reference(data, monkeypatch):
     calls = []
-    orig = M.audit_reference
+    orig = ME.audit_reference
     monkeypatch.setattr(M, 'audit_reference', lambda *a, **k: calls.append(1) or orig(*a, **k))
     x, y = data.val.images, data.val.labels
     fs = M.FakeSet(torch.cat([x, noisy(x, .3)]), torch.cat([y, y]), [{'guidance': g} for g in [1.0]*len(x) + [7.0]*len(x)])
@@ -368,7 +369,7 @@ def test_offline_inception_marks_fid_unavailable(data):
     md = M.report_markdown(rep)
     assert 'stand-in FID' in md and 'unavailable' in md
     M.plot_sweep([dict(rep, group={'guidance': 1.0})])
-    with pytest.raises(M.WeightsError): M.evaluate(data, data.val.images, None, strict=True, **kw)
+    with pytest.raises(W.WeightsError): M.evaluate(data, data.val.images, None, strict=True, **kw)
     with pytest.raises(ValueError, match='too small'): M.evaluate(data, torch.zeros(3, 1, 4, 4), None, feature='standin', figures=False, progress=False)
 
 
@@ -379,7 +380,7 @@ def test_write_report_is_a_set(tmp_path, data):
     with pytest.raises(AttributeError): M.write_report(dict(rep, _figures={'samples': None}), out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before and sorted(p.name for p in tmp_path.iterdir()) == ['rep']
     (tmp_path/'other').mkdir(); (tmp_path/'other'/'a.png').write_bytes(b'x')
-    with pytest.raises(M.FileError, match='not an evaluation report'): M.write_report(rep, tmp_path/'other')
+    with pytest.raises(FileError, match='not an evaluation report'): M.write_report(rep, tmp_path/'other')
     (tmp_path/'.tmp-rep-123-abcdef').mkdir(); (tmp_path/'.tmp-rep-9-abcdef').mkdir(); (tmp_path/'.tmp-rep2-1-abcdef').mkdir()
     assert len(M.clean_report_temps(out)) == 2 and (tmp_path/'.tmp-rep2-1-abcdef').exists()
 

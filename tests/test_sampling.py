@@ -7,7 +7,8 @@ import torch
 from conftest import cli
 from mri_diffusion_nb.training import train, train_config
 from mri_diffusion_nb.data import mni152_slices
-from mri_diffusion_nb.sampling import load_model, sample, to_uint, nifti_to_image, generate, guide
+from mri_diffusion_nb.sampling import load_model, sample, guide
+from mri_diffusion_nb.export import to_uint, nifti_to_image, generate
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
@@ -150,7 +151,8 @@ def test_two_processes_write_the_same_bytes(run, tmp_path):
     "torchrun with 2 CPU processes (gloo), stopped after one batch each and resumed, writes byte-identical files to 1 process with another batch size."
     script = tmp_path/'gen.py'
     script.write_text(f"""import sys
-from mri_diffusion_nb.sampling import load_model, generate
+from mri_diffusion_nb.sampling import load_model
+from mri_diffusion_nb.export import generate
 m = load_model({str(run)!r}, device='cpu')
 stop = int(sys.argv[3]) if len(sys.argv) > 3 else None  # stop as if killed after this many batches per process
 generate(m, sys.argv[1], n=7, steps=4, sampler='dpm-sde', formats=('png', 'nifti', 'dicom'), batch_size=int(sys.argv[2]), progress=False, run_id='fixed', stop_after=stop)
@@ -178,7 +180,7 @@ generate(m, sys.argv[1], n=7, steps=4, sampler='dpm-sde', formats=('png', 'nifti
 
 def test_nifti_and_dicom_put_a_marker_at_the_same_corner(tmp_path):
     import nibabel as nib, pydicom
-    from mri_diffusion_nb.sampling import save_nifti, save_dicom, slice_geometry
+    from mri_diffusion_nb.export import save_nifti, save_dicom, slice_geometry
     im = -torch.ones(20, 16); im[0, 0] = 1  # top-left pixel: subject's left, anterior (axial)
     g = slice_geometry(im.shape, 2.5, 4.0, 'axial', index=3)
     save_nifti(im, tmp_path/'a.nii.gz', geometry=g); save_dicom(im, tmp_path/'a.dcm', geometry=g)
@@ -195,7 +197,7 @@ def test_nifti_and_dicom_put_a_marker_at_the_same_corner(tmp_path):
     assert nii.header.get_zooms() == (2.5, 2.5, 4.0) and float(d.SliceThickness) == 4.0 and list(map(float, d.PixelSpacing)) == [2.5, 2.5]
 
 def test_demo_geometry_is_the_real_spacing():
-    from mri_diffusion_nb.sampling import model_geometry
+    from mri_diffusion_nb.export import model_geometry
     import nibabel as nib
     from mri_diffusion_nb.data import mni152_path
     img = nib.as_closest_canonical(nib.load(mni152_path()))

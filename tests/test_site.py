@@ -24,9 +24,13 @@ MUST_SHOW = {
     'training.html': ['def diffusion_loss', 'def ema_update_'],
     'sampling.html': ['def guide', 'def guided_pair', 'def make_scheduler', 'def _denoise', 'def sample'],
     'guidance.html': ['def step_scale', 'def rescale_cfg', 'def apg_cfg', 'def cfgpp_inputs', 'def threshold_settings', 'def combine'],
-    'metrics.html': ['def frechet_distance', 'def diversity', 'def class_adherence'],
+    'frechet.html': ['def frechet_distance', 'def gaussian_stats'],
+    'paired.html': ['def ssim', 'def ms_ssim', 'def psnr'],
+    'memorization.html': ['def diversity', 'def sample_pairs', 'def top_correlations', 'def memorization_audit'],
+    'adherence.html': ['def class_adherence'],
 }
-PAGES = ['index.html', 'data.html', 'unet.html', 'schedule.html', 'reverse.html', 'training.html', 'sampling.html', 'guidance.html', 'metrics.html']
+PAGES = ['index.html', 'data.html', 'unet.html', 'schedule.html', 'reverse.html', 'training.html', 'sampling.html', 'guidance.html',
+         'features.html', 'frechet.html', 'paired.html', 'memorization.html', 'adherence.html', 'report.html', 'weights.html', 'export.html']
 
 @pytest.fixture(scope='module')
 def site(tmp_path_factory):
