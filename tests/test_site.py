@@ -4,7 +4,7 @@ Checks that the lessons show the source they teach (cells exported with `#| expo
 chapter pages loads. Screenshots of the pages go to $MRI_DIFFUSION_SCREENSHOTS (default: the test's tmp_path).
 Skipped where Quarto, Chromium or Playwright is absent; CI installs all three.
 """
-import functools, http.server, os, shutil, subprocess, threading
+import functools, html.parser, http.server, os, re, shutil, subprocess, threading
 from pathlib import Path
 import pytest
 from conftest import CHROMIUM, CHROMIUM_ARGS, _pw
@@ -55,6 +55,27 @@ def test_pages_built(site):
     docs, _ = site
     missing = [p for p in PAGES if not (docs/p).exists()]
     assert not missing, sorted(p.name for p in docs.glob('*.html'))
+
+class _Links(html.parser.HTMLParser):
+    "Relative links inside <main>."
+    def __init__(self): super().__init__(); self.depth, self.links = 0, []
+    def handle_starttag(self, tag, attrs):
+        if tag == 'main': self.depth += 1
+        href = dict(attrs).get('href')
+        if self.depth and tag == 'a' and href and not re.match(r'[a-z]+:|#|//', href): self.links.append(href.split('#')[0])
+    def handle_endtag(self, tag):
+        if tag == 'main': self.depth -= 1
+
+def test_links_resolve(site):
+    "Every relative link on the chapter pages (the README's chapter table on index.html first) opens a page of the built site."
+    docs, _ = site
+    broken = {}
+    for name in PAGES:
+        parser = _Links(); parser.feed((docs/name).read_text())
+        assert name != 'index.html' or len(parser.links) >= 15, parser.links  # the chapter table
+        bad = [l for l in parser.links if l and not (docs/name).parent.joinpath(l).exists()]
+        if bad: broken[name] = bad
+    assert not broken, broken
 
 def test_lessons_show_their_source_and_figures_load(site, tmp_path):
     docs, url = site
