@@ -12,6 +12,7 @@ import argparse, json, os, time
 from pathlib import Path
 import torch
 from mri_diffusion_nb.data import mni152_slices
+from mri_diffusion_nb.files import atomic_path
 from mri_diffusion_nb.guidance import GUIDANCE_METHODS, Guidance, step_scale
 from mri_diffusion_nb.adherence import load_classifier
 from mri_diffusion_nb.metrics import evaluate, real_reference
@@ -69,7 +70,7 @@ def main():
                     row = dict(base, method=name, same_as='cfg')
                 else: row = cell(m, clf, real, ctx, classes, sampler, int(steps), w, method, a.batch)
                 res['rows'].append(row)
-                tmp = out.with_name(out.name + '.tmp'); tmp.write_text(json.dumps(res, indent=1)); os.replace(tmp, out)
+                with atomic_path(out) as tmp: tmp.write_text(json.dumps(res, indent=1))
                 print(f"{row['sampler']:<11} w={w:<4g} {name:<28} adherence {row['adherence']:6.1%} per class "
                       + ' / '.join(f"{v:.0%}" for v in row['per_class']) + f"  MS-SSIM {row['ms_ssim']:.3f} (real {row['ms_ssim_real']:.3f})"
                       + f"  FD {row['fd_standin']:.2f}  mem {row['memorization']:.0%}  {row['s_per_image']:.2f} s/img", flush=True)

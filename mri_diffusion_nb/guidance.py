@@ -14,7 +14,8 @@ from .schedule import NoiseSchedule
 
 # %% auto #0
 __all__ = ['GUIDANCE_METHODS', 'Guidance', 'sigma', 'x0_of', 'eps_of', 'out_of', 'step_scale', 'rescale_cfg', 'apg_cfg',
-           'cfgpp_lambda', 'cfgpp_inputs', 'threshold_settings', 'new_state', 'combine', 'meets_goal', 'recommend']
+           'cfgpp_lambda', 'cfgpp_inputs', 'threshold_settings', 'new_state', 'combine', 'diversity_gap', 'meets_goal',
+           'recommend']
 
 # %% ../nbs/04b_guidance.ipynb #fd3d7e5a
 GUIDANCE_METHODS = {  # method: its parameters and their defaults
@@ -127,11 +128,15 @@ def combine(g:Guidance, u:torch.Tensor, c:torch.Tensor, w:float, x, t, schedule:
     raise ValueError(f"unknown guidance method {g.method!r}")
 
 # %% ../nbs/04b_guidance.ipynb #a7c0ffee
+def diversity_gap(r:dict)->float:
+    "How far a row's MS-SSIM within a class is from the real slices', as a fraction (negative: more varied than real)."
+    return r['ms_ssim']/r['ms_ssim_real'] - 1
+
 def meets_goal(r:dict, # a row of the study (`benchmarks/guidance_methods.py`)
                ref:float=1.0, # DDPM-1000's adherence for the worst class (100 % in chapter 04's run)
               )->bool:
     "The goal for a fast sampler: every class within 2 points of DDPM-1000, diversity within 5 % of the real slices' MS-SSIM."
-    return min(r['per_class']) >= ref - 0.02 and abs(r['ms_ssim']/r['ms_ssim_real'] - 1) <= 0.05
+    return min(r['per_class']) >= ref - 0.02 and abs(diversity_gap(r)) <= 0.05
 
 def recommend(rows:list, # the study's rows
               w:float=7.0, max_steps:int=20, # the guidance scale, the most sampler steps allowed
@@ -139,5 +144,5 @@ def recommend(rows:list, # the study's rows
     "The row to use: meets the goal, then the best worst class, then diversity nearest the real slices' (to 1 %), then fewest network passes; plain CFG on a tie."
     cand = [r for r in rows if r['guidance'] == w and int(r['sampler'].rsplit('-', 1)[1]) <= max_steps]
     if not cand: raise ValueError(f"the study has no row at w = {w:g} with at most {max_steps} steps")
-    return min(cand, key=lambda r: (not meets_goal(r), -min(r['per_class']), round(abs(r['ms_ssim']/r['ms_ssim_real'] - 1), 2),
+    return min(cand, key=lambda r: (not meets_goal(r), -min(r['per_class']), round(abs(diversity_gap(r)), 2),
                                     r.get('nfe', 0), r['method'] != 'cfg'))

@@ -4,9 +4,10 @@
 
 Replaces the card's `## Guidance method` section (or appends it), atomically. `tools/ship_demo.py` writes the same section when it writes a new card.
 The choice is `mri_diffusion_nb.guidance.recommend`, the function the chapter prints its recommendation with."""
-import argparse, json, os
+import argparse, json
 from pathlib import Path
-from mri_diffusion_nb.guidance import meets_goal, recommend
+from mri_diffusion_nb.files import atomic_path
+from mri_diffusion_nb.guidance import diversity_gap, meets_goal, recommend
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADING = '## Guidance method'
@@ -15,7 +16,7 @@ def guidance_section(study:dict, w:float=7.0)->str:
     "Markdown: the recommendation, its reason, and every measured row at `w`."
     rows = [r for r in study['rows'] if r['guidance'] == w]
     best = recommend(study['rows'], w=w)
-    gap = best['ms_ssim']/best['ms_ssim_real'] - 1
+    gap = diversity_gap(best)
     table = '\n'.join(f"| {r['sampler']} | `{r['method']}` | {r['adherence']:.1%} | " + ' / '.join(f"{v:.0%}" for v in r['per_class'])
                       + f" | {r['ms_ssim']:.3f} ({r['ms_ssim_real']:.3f}) | {r['fd_standin']:.3f} | {r.get('nfe', '')} | {'yes' if meets_goal(r) else 'no'} |" for r in rows)
     return f"""{HEADING}
@@ -39,7 +40,7 @@ def update_card(card:Path, study:Path)->str:
     sec = guidance_section(json.loads(study.read_text()))
     text = card.read_text()
     text = (text.split(HEADING)[0].rstrip('\n') + '\n\n' + sec)
-    tmp = card.with_name(card.name + '.tmp'); tmp.write_text(text); os.replace(tmp, card)
+    with atomic_path(card) as tmp: tmp.write_text(text)
     return sec
 
 if __name__ == '__main__':
