@@ -7,14 +7,13 @@ from __future__ import annotations
 import argparse, os, sys, time
 import torch
 from pathlib import Path
-from .data import DataError, SliceData, atomic_path, show_grid, folder_slices, mni152_slices, save_cache, load_cache, volume_slices
+from .data import DataError, SliceData, atomic_path, show_grid, folder_slices, mni152_slices, save_cache, volume_slices
 from .store import build_store, open_data, plan_source
 from dataclasses import replace
-from .training import ConfigError, TrainingError, TrainConfig, TRAIN_PRESETS, latest_checkpoint, resume_config, run_config, train, train_config
+from .training import TrainingError, TRAIN_PRESETS, latest_checkpoint, resume_config, run_config, train, train_config
 from .sampling import SAMPLERS, DiffusionModel, as_device, load_model, sample, check_sampling
 from .export import generate
 from .guidance import Guidance
-from .weights import WeightsError
 from .adherence import load_classifier, train_classifier
 from .metrics import evaluate, evaluate_groups, load_fake_dir, write_report
 from .files import FileError, os_problem
@@ -273,7 +272,7 @@ def cmd_evaluate(a)->int:
     if not fake_dir.is_dir(): raise DataError(fake_dir, 'folder of generated images not found')
     if a.by not in GROUP_COLUMNS: raise UsageError(f"--by {a.by}: not a manifest column (choose from {', '.join(GROUP_COLUMNS)})")
     check_writable(out); check_report_dir(out)  # before any computation
-    dev, (h, w) = _eval_device(a.device), fake_dir_size(fake_dir)  # the first image's header: too-small images fail here
+    dev, (_, w) = _eval_device(a.device), fake_dir_size(fake_dir)  # the first image's header: too-small images fail here
     created = not out.exists()
     try:
         with output_lock(out, command='mri-diffusion evaluate'): reports, n_fake, n_real = _evaluate_into(a, out, dev, w)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #7d167789
 from __future__ import annotations
-import csv, fnmatch, io, json, os, re, tempfile
+import csv, fnmatch, io, json, os, re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +30,7 @@ __all__ = ['AXES', 'GEOMETRY', 'NIFTI_EXT', 'MODALITIES', 'DataError', 'Volume',
            'level_names', 'SliceData', 'mni152_slices', 'volume_slices', 'val_every_split', 'slice_settings',
            'show_grid', 'is_seg', 'subject_of', 'bin_names', 'read_labels_csv', 'class_of', 'split_subjects',
            'find_volumes', 'find_subjects', 'subject_slices', 'plan_folder', 'folder_settings', 'folder_slices',
-           'slice_job', 'save_cache', 'load_cache', 'augment', 'to_png', 'slice_browser']
+           'slice_job', 'save_cache', 'load_cache', 'augment', 'to_png', 'tile', 'slice_browser']
 
 # %% ../nbs/00_data.ipynb #fd0ae983
 class DataError(FileError):
@@ -627,6 +627,22 @@ def to_png(img:np.ndarray|torch.Tensor, # 2D image in [-1, 1]
     if scale != 1: im = im.resize((a.shape[1]*scale, a.shape[0]*scale), Image.NEAREST)
     buf = io.BytesIO(); im.save(buf, format='PNG')
     return buf.getvalue()
+
+# %% ../nbs/00_data.ipynb #a1f2c3d4
+def tile(images:torch.Tensor, # (N, 1, H, W) in [-1, 1]
+         ncols:int=8, # images per row
+         gap:int=2, # pixels between images
+         fill:float=-1., # value of the gaps and empty places
+         down:bool=False, # fill columns first (one class per column)
+        )->torch.Tensor:
+    "One (rows*H, cols*W) image of N slices, for `to_png`, widgets and sample grids."
+    x = images.detach().float().cpu()[:, 0]
+    n, h, w = x.shape; ncols = max(1, min(ncols, n)); nrows = -(-n//ncols)
+    g = torch.full((nrows*(h + gap) - gap, ncols*(w + gap) - gap), float(fill))
+    for i in range(n):
+        r, c = (i % nrows, i//nrows) if down else divmod(i, ncols)
+        g[r*(h + gap):r*(h + gap) + h, c*(w + gap):c*(w + gap) + w] = x[i]
+    return g
 
 # %% ../nbs/00_data.ipynb #884b54de
 def _browser_prep(v:Volume, ax:int, min_brain:float)->tuple:

@@ -19,12 +19,13 @@ from .files import FileError, atomic_path, output_lock, clean_temps, check_writa
 from .data import DataError
 from .unet import bf16_native
 from .guidance import Guidance
-from .sampling import (DiffusionModel, _as_classes, _read_json, _weights_hash, check_sampling, find_weights,
+from .sampling import (DiffusionModel, _as_classes, _read_json, _files_id, check_sampling, find_weights,
                                        make_scheduler, sample)
 
 # %% auto #0
-__all__ = ['AXIS_FRAMES', 'MANIFEST_FIELDS', 'to_uint', 'from_uint', 'save_png', 'slice_geometry', 'model_geometry', 'save_nifti',
-           'nifti_to_image', 'run_uids', 'save_dicom', 'generation_settings', 'generate']
+__all__ = ['AXIS_FRAMES', 'MANIFEST_FIELDS', 'MANIFEST_REQUIRED', 'MANIFEST_DEFAULTS', 'to_uint', 'from_uint', 'save_png',
+           'slice_geometry', 'model_geometry', 'save_nifti', 'nifti_to_image', 'run_uids', 'save_dicom',
+           'generation_settings', 'generate']
 
 # %% ../nbs/92_export.ipynb #50720f59
 def to_uint(img:torch.Tensor|np.ndarray, # 2D image in [-1, 1]
@@ -148,7 +149,10 @@ def save_dicom(img, path, description:str='SYNTHETIC mri_diffusion_nb', instance
     return Path(path)
 
 # %% ../nbs/92_export.ipynb #1fec37d8
-MANIFEST_FIELDS = ['file', 'class', 'class_name', 'seed', 'guidance', 'guidance_method', 'sampler', 'steps', 'model', 'nifti', 'dicom', 'index']
+MANIFEST_FIELDS = ['file', 'class', 'class_name', 'seed', 'guidance', 'guidance_method', 'sampler', 'steps', 'model', 'nifti', 'dicom', 'index'] # every column `generate` writes
+MANIFEST_REQUIRED = ('file', 'class', 'seed', 'guidance', 'sampler', 'steps', 'model') # what readers (`evaluate`, the reader study) need
+MANIFEST_DEFAULTS = {'guidance_method': 'cfg'} # columns added later, and what an older manifest without them means
+assert set(MANIFEST_REQUIRED) | set(MANIFEST_DEFAULTS) <= set(MANIFEST_FIELDS)
 _STEM = re.compile(r'img-(\d{6,})-c(\d+)')
 _EXT = {'png': ('png', '.png'), 'nifti': ('nifti', '.nii.gz'), 'dicom': ('dicom', '.dcm')}
 
@@ -206,7 +210,7 @@ def generation_settings(model:DiffusionModel, n:int, classes, guidance:float, sa
     "What `generation.json` records (validated, before any file is touched) and the class of image i."
     check_sampling(n=n, guidance=guidance, seed=seed, net_batch=net_batch)
     g = Guidance.parse(guidance_method)
-    weak = {'weak_model': _weights_hash(find_weights(g['weak'])[0])} if g.method == 'auto' else {}
+    weak = {'weak_model': _files_id(find_weights(g['weak'])[0])} if g.method == 'auto' else {}
     formats = tuple(formats)
     if set(formats) - set(_EXT) or not formats: raise ValueError(f"formats must be among png, nifti, dicom, got {','.join(formats)}")
     if bits not in (8, 16): raise ValueError(f"bits must be 8 or 16, got {bits}")

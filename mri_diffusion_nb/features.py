@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from .data import _why
 from .files import atomic_path
-from .weights import INCEPTION_ENV, INCEPTION_FILE, INCEPTION_URL, WeightsError, _load_state, chunks, module_device, resolve_weights
+from .weights import INCEPTION_ENV, INCEPTION_FILE, INCEPTION_URL, WeightsError, _read_state_dict, chunks, module_device, resolve_weights
 
 # %% auto #0
 __all__ = ['StandinFeatures', 'GrayInception', 'feature_extractor', 'images_key', 'extract_features']
@@ -60,7 +60,7 @@ class GrayInception(nn.Module):
         super().__init__()
         from torchmetrics.image.fid import NoTrainInceptionV3
         p = resolve_weights('Inception-v3 (FID/KID)', INCEPTION_FILE, INCEPTION_URL, INCEPTION_ENV, weights, download)
-        _load_state(p, 'Inception-v3')  # refuse pickles that carry code before torch-fidelity loads the file
+        _read_state_dict(p, 'Inception-v3')  # refuse pickles that carry code before torch-fidelity loads the file
         try: self.net = NoTrainInceptionV3('inception-v3-compat', [str(feature)], str(p), antialias)
         except Exception as e: raise WeightsError(p, f'could not load Inception-v3 weights ({_why(e)})') from None
         self.num_features, self.tag = feature, f'inception-v3-compat-{feature}-aa{int(antialias)}'

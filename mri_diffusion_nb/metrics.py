@@ -17,18 +17,17 @@ from .features import StandinFeatures, extract_features, feature_extractor
 from .frechet import fid_kid
 from .paired import ms_ssim_scales
 from .memorization import audit_images, audit_reference, diversity, memorization_audit, show_nearest, top_correlations
+from .export import MANIFEST_DEFAULTS, MANIFEST_REQUIRED, from_uint
 from .adherence import SliceClassifier, class_adherence
 
 # %% auto #0
-__all__ = ['MANIFEST_COLUMNS', 'OPTIONAL_COLUMNS', 'GROUP_COLUMNS', 'EVAL_MIN_RES', 'REPORT_FORMAT', 'SWEEP_TITLES',
-           'REPORT_FILES', 'FakeSet', 'read_png', 'read_manifest', 'fake_dir_size', 'load_fake_dir', 'feature_nets',
-           'real_reference', 'evaluate', 'plot_confusion', 'report_markdown', 'plot_sweep', 'check_report_dir',
-           'clean_report_temps', 'write_report', 'evaluate_groups']
+__all__ = ['GROUP_COLUMNS', 'EVAL_MIN_RES', 'REPORT_FORMAT', 'SWEEP_TITLES', 'REPORT_FILES', 'FakeSet', 'read_png',
+           'read_manifest', 'fake_dir_size', 'load_fake_dir', 'feature_nets', 'real_reference', 'evaluate',
+           'plot_confusion', 'report_markdown', 'plot_sweep', 'check_report_dir', 'clean_report_temps', 'write_report',
+           'evaluate_groups']
 
 # %% ../nbs/05e_report.ipynb #0cbc439b
-MANIFEST_COLUMNS = ('file', 'class', 'seed', 'guidance', 'sampler', 'steps', 'model')
-OPTIONAL_COLUMNS = {'guidance_method': 'cfg'} # columns added later, with what an older manifest without them means
-GROUP_COLUMNS = (*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS) # what `evaluate_groups` (and `evaluate --by`) can group by
+GROUP_COLUMNS = (*MANIFEST_REQUIRED, *MANIFEST_DEFAULTS) # what `evaluate_groups` (and `evaluate --by`) can group by
 
 @dataclass
 class FakeSet:
@@ -59,10 +58,10 @@ def read_png(path)->torch.Tensor:
             im.load(); mode = im.mode; a = np.array(im)
     except Exception as e: raise DataError(path, f'not a readable image ({_why(e)})') from None
     if a.ndim != 2: raise DataError(path, f'expected a grayscale PNG, got mode {mode}')
-    if a.dtype == np.uint8: top = 255.
-    elif a.dtype in (np.uint16, np.int32) and mode.startswith('I'): top = 65535.
+    if a.dtype == np.uint8: bits = 8
+    elif a.dtype in (np.uint16, np.int32) and mode.startswith('I'): bits = 16
     else: raise DataError(path, f'unsupported pixel type {a.dtype} (mode {mode}); expected 8-bit or 16-bit grayscale')
-    return torch.from_numpy(a.astype(np.float32)/top*2 - 1).clamp(-1, 1)[None]
+    return torch.from_numpy(from_uint(a, bits)).clamp(-1, 1)[None]  # the inverse of export's `to_uint`
 
 # %% ../nbs/05e_report.ipynb #7ed5eb46
 EVAL_MIN_RES = 16 # smallest image side `evaluate` accepts (MS-SSIM's 7 px window, the classifier's pooling)
@@ -73,12 +72,12 @@ def read_manifest(folder)->tuple:
     if not folder.exists(): raise DataError(folder, 'folder not found')
     if not folder.is_dir(): raise DataError(folder, 'not a folder')
     man = folder/'manifest.csv'
-    if not man.is_file(): raise DataError(man, 'manifest.csv not found (expected columns ' + ','.join(MANIFEST_COLUMNS) + ')')
+    if not man.is_file(): raise DataError(man, 'manifest.csv not found (expected columns ' + ','.join(MANIFEST_REQUIRED) + ')')
     try: rows = list(csv.DictReader(io.StringIO(man.read_text(encoding='utf-8-sig'))))
     except Exception as e: raise DataError(man, f'not a readable CSV ({_why(e)})') from None
     if not rows: raise DataError(man, 'no rows')
-    missing = [c for c in MANIFEST_COLUMNS if c not in rows[0]]
-    if missing: raise DataError(man, f"missing columns {','.join(missing)} (expected {','.join(MANIFEST_COLUMNS)})")
+    missing = [c for c in MANIFEST_REQUIRED if c not in rows[0]]
+    if missing: raise DataError(man, f"missing columns {','.join(missing)} (expected {','.join(MANIFEST_REQUIRED)})")
     return man, rows
 
 def fake_dir_size(folder, # a folder with PNG files and manifest.csv
@@ -114,7 +113,7 @@ def load_fake_dir(folder, # a folder with PNG files and manifest.csv
         x = read_png(folder/f)
         if imgs and x.shape != imgs[0].shape: raise DataError(folder/f, f'size {tuple(x.shape[-2:])} differs from the first image {tuple(imgs[0].shape[-2:])}')
         imgs.append(x); labels.append(k)
-        out.append({**{key: (r.get(key) or '').strip() for key in MANIFEST_COLUMNS}, **{key: (r.get(key) or d).strip() for key, d in OPTIONAL_COLUMNS.items()}, 'class': k,
+        out.append({**{key: (r.get(key) or '').strip() for key in MANIFEST_REQUIRED}, **{key: (r.get(key) or d).strip() for key, d in MANIFEST_DEFAULTS.items()}, 'class': k,
                     **{key: _num(r.get(key)) for key in ('seed', 'guidance', 'steps')}})
     return FakeSet(torch.stack(imgs), torch.tensor(labels, dtype=torch.long), out, str(folder))
 

@@ -8,7 +8,7 @@ import warnings
 import torch
 import torch.nn as nn
 from .data import _why
-from .weights import LPIPS_BACKBONES, LPIPS_ENV, WeightsError, _load_state, resolve_weights
+from .weights import LPIPS_BACKBONES, LPIPS_ENV, WeightsError, _read_state_dict, resolve_weights
 
 # %% auto #0
 __all__ = ['MS_SSIM_BETAS', 'ssim', 'ms_ssim_scales', 'ms_ssim', 'psnr', 'lpips_model', 'lpips_distance',
@@ -74,7 +74,7 @@ def lpips_model(net:str='alex', # backbone: 'alex' (the LPIPS default) or 'vgg'
     if net not in LPIPS_BACKBONES: raise ValueError(f"net must be one of {list(LPIPS_BACKBONES)}, got {net!r}")
     fname = LPIPS_BACKBONES[net]
     p = resolve_weights(f'LPIPS {net} backbone', fname, f'https://download.pytorch.org/models/{fname}', LPIPS_ENV, weights, download)
-    sd = _load_state(p, f'torchvision {net}')
+    sd = _read_state_dict(p, f'torchvision {net}')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         m = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)

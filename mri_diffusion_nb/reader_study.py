@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import stats
 import ipywidgets as W
-from .data import DataError, load_cache, mni152_slices, show_grid, _why
+from .data import DataError, load_cache, mni152_slices, _why
 from .files import FileError, atomic_dir, atomic_path
-from .metrics import MANIFEST_COLUMNS, read_png
+from .export import MANIFEST_REQUIRED
+from .metrics import read_png
 
 # %% auto #0
 __all__ = ['ANSWERS_FORMAT', 'KEY_FORMAT', 'SCORE_FORMAT', 'pick_balanced', 'open_real', 'read_slices', 'fake_manifest',
@@ -86,7 +87,7 @@ def fake_manifest(folder, # a folder written by `mri-diffusion sample`
     if not man.is_file(): raise DataError(man, 'manifest.csv not found (write the folder with mri-diffusion sample)')
     try: rows = list(csv.DictReader(io.StringIO(man.read_text(encoding='utf-8-sig'))))
     except Exception as e: raise DataError(man, f'not a readable CSV ({_why(e)})') from None
-    if not rows or not {'file', 'class'} <= set(rows[0]): raise DataError(man, f"no rows, or missing columns file,class (expected {','.join(MANIFEST_COLUMNS)})")
+    if not rows or not {'file', 'class'} <= set(rows[0]): raise DataError(man, f"no rows, or missing columns file,class (expected {','.join(MANIFEST_REQUIRED)})")
     out = []
     for n, r in enumerate(rows, start=2):
         f, c = (r['file'] or '').strip(), (r['class'] or '').strip()

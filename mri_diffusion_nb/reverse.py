@@ -4,7 +4,6 @@
 
 # %% ../nbs/02b_reverse.ipynb #53f9b1b5
 from __future__ import annotations
-import math
 import torch
 from .schedule import NoiseSchedule
 

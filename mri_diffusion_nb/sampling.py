@@ -12,7 +12,7 @@ import ipywidgets as W
 import torch
 from diffusers import UNet2DModel, DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler
 from tqdm.auto import tqdm
-from .data import DataError, to_png
+from .data import DataError, tile, to_png
 from .unet import bf16_native, null_class
 from .schedule import DIFFUSERS_BETA_SCHEDULE, NoiseSchedule
 from .guidance import GUIDANCE_METHODS, Guidance, combine, step_scale, new_state, cfgpp_inputs, cfgpp_lambda, threshold_settings
@@ -55,7 +55,7 @@ def _demo_dir()->Path:
     import mri_diffusion_nb
     return Path(mri_diffusion_nb.__file__).parent/'assets'/'demo'
 
-def _weights_hash(folder:Path)->str:
+def _files_id(folder:Path)->str:
     h = hashlib.sha256()
     for f in sorted(folder.glob('*.safetensors')): h.update(f.read_bytes())
     return h.hexdigest()[:12]
@@ -119,7 +119,7 @@ def load_model(path='demo', # 'demo', a run directory, a checkpoint, or a diffus
     n = unet.config.num_class_embeds - 1
     names = cfg.get('class_names') or [f'class {i}' for i in range(n)]
     if len(names) != n: raise DataError(cfg_path, f'lists {len(names)} class names for a U-Net with {n} classes')
-    return DiffusionModel(unet, _load_schedule(sched_dir, cfg), list(names), str(path), _weights_hash(unet_dir), cfg)
+    return DiffusionModel(unet, _load_schedule(sched_dir, cfg), list(names), str(path), _files_id(unet_dir), cfg)
 
 # %% ../nbs/04_sampling.ipynb #56627dd0
 def guide(u:torch.Tensor, # unconditional prediction ε_θ(x_t, ∅)
@@ -327,13 +327,7 @@ def compare_samplers(model:DiffusionModel, # the model
     return out
 
 # %% ../nbs/04_sampling.ipynb #065f6f26
-def _grid_png(images:torch.Tensor, ncols:int=4, scale:int=2)->bytes:
-    x = images[:, 0]
-    n, h, w = x.shape; nrow = -(-n//ncols)
-    g = -torch.ones(nrow*h + (nrow - 1)*2, ncols*w + (ncols - 1)*2)
-    for i in range(n):
-        r, c = divmod(i, ncols); g[r*(h + 2):r*(h + 2) + h, c*(w + 2):c*(w + 2) + w] = x[i]
-    return to_png(g, scale=scale)
+def _grid_png(images:torch.Tensor, ncols:int=4, scale:int=2)->bytes: return to_png(tile(images, ncols), scale=scale)
 
 # %% ../nbs/04_sampling.ipynb #601ea310
 def sampling_widget(model:DiffusionModel, # the model

@@ -5,7 +5,7 @@
 # %% ../nbs/02_schedule.ipynb #b7c60378
 from __future__ import annotations
 import io, math
-from dataclasses import dataclass, field, asdict, fields
+from dataclasses import dataclass, field, fields
 import torch
 from fastcore.basics import patch
 from .data import to_png

@@ -4,7 +4,7 @@
 
 # %% ../nbs/91_store.ipynb #b602a227
 from __future__ import annotations
-import hashlib, json, os, shutil, sys, time
+import hashlib, json, os, shutil, time
 import multiprocessing as mp
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from .files import FileError, atomic_path, clean_temps, output_lock
-from .data import (DataError, SliceData, _stem, _why, folder_settings, level_names, load_cache, mni152_path, plan_folder,
+from .data import (DataError, _stem, _why, folder_settings, level_names, load_cache, mni152_path, plan_folder,
                                    slice_job, slice_settings, split_subjects, val_every_split)
 
 # %% auto #0

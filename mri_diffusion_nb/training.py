@@ -19,7 +19,7 @@ from diffusers import UNet2DModel, DDPMScheduler
 from diffusers.optimization import get_scheduler
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-from .data import SliceData, augment, load_cache, mni152_slices
+from .data import augment, load_cache, mni152_slices, tile, to_png
 from .files import FileError, atomic_dir, atomic_path, check_writable, clean_temps, output_lock
 from .unet import bf16_native, build_unet, get_preset, null_class
 from .schedule import NoiseSchedule
@@ -516,12 +516,9 @@ def _trim_jsonl(path:Path, step:int):
     _write_text(path, ''.join(l + '\n' for l in keep))
 
 def _save_grid(images:torch.Tensor, path:Path, nrow:int):
-    from PIL import Image
-    x = ((images.detach().float().cpu().clamp(-1, 1) + 1)*127.5).round().to(torch.uint8)[:, 0]
-    n, h, w = x.shape; ncol = -(-n//nrow)
-    grid = torch.zeros(nrow*h, ncol*w, dtype=torch.uint8)
-    for i in range(n): grid[(i % nrow)*h:(i % nrow + 1)*h, (i//nrow)*w:(i//nrow + 1)*w] = x[i]
-    with atomic_path(path) as tmp: Image.fromarray(grid.numpy(), mode='L').save(tmp, format='PNG')
+    "A sample grid, one class per column, written atomically."
+    png = to_png(tile(images, -(-len(images)//nrow), gap=0, down=True), scale=1)
+    with atomic_path(path) as tmp: Path(tmp).write_bytes(png)
 
 # %% ../nbs/03_training.ipynb #fdad7395
 @patch

@@ -5,7 +5,7 @@
 # %% ../nbs/01_unet.ipynb #4c95a083
 from __future__ import annotations
 import copy, json, math, subprocess, sys, time
-from dataclasses import dataclass, asdict, replace
+from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode

@@ -60,7 +60,7 @@ def hub_checkpoint_dir()->Path:
     "Where torch keeps downloaded weights: `$TORCH_HOME/hub/checkpoints` (default `~/.cache/torch/hub/checkpoints`)."
     return Path(torch.hub.get_dir())/'checkpoints'
 
-def _load_state(p:Path, what:str)->dict:
+def _read_state_dict(p:Path, what:str)->dict:
     "Load a state dict with `weights_only=True` (no code runs); one-line `WeightsError` otherwise."
     try: sd = torch.load(str(p), map_location='cpu', weights_only=True)
     except Exception as e: raise WeightsError(p, f'not a readable {what} weights file ({_why(e)})') from None

@@ -9,6 +9,7 @@ from PIL import Image
 from mri_diffusion_nb.data import DataError, SliceData
 from mri_diffusion_nb import weights as W, features as FE, frechet as FR, paired as PA, memorization as ME, adherence as AD, metrics as M
 from mri_diffusion_nb.files import FileError
+from mri_diffusion_nb.export import MANIFEST_REQUIRED
 
 
 def blobs(n=48, res=32, seed=0):
@@ -275,7 +276,7 @@ def test_load_fake_dir_errors(tmp_path, data):
     (tmp_path/'file.txt').write_text('x'); err(tmp_path/'file.txt', 'not a folder')
     (tmp_path/'empty').mkdir(); err(tmp_path/'empty', 'manifest.csv not found')
     d = tmp_path/'cols'; d.mkdir(); (d/'manifest.csv').write_text('file,class\na.png,0\n'); err(d, 'missing columns seed,guidance,sampler,steps,model')
-    d = tmp_path/'norows'; d.mkdir(); (d/'manifest.csv').write_text(','.join(M.MANIFEST_COLUMNS) + '\n'); err(d, 'no rows')
+    d = tmp_path/'norows'; d.mkdir(); (d/'manifest.csv').write_text(','.join(MANIFEST_REQUIRED) + '\n'); err(d, 'no rows')
     d = write_dir(tmp_path/'gone', data.val.images[:2], data.val.labels[:2]); (d/'1.png').unlink(); err(d, 'image file not found')
     d = write_dir(tmp_path/'garbled', data.val.images[:2], data.val.labels[:2]); (d/'1.png').write_bytes(b'\x89PNG garbage'); err(d, 'not a readable image')
     d = write_dir(tmp_path/'rgb', data.val.images[:2], data.val.labels[:2]); Image.new('RGB', (32, 32)).save(d/'1.png'); err(d, 'expected a grayscale PNG')
@@ -283,7 +284,7 @@ def test_load_fake_dir_errors(tmp_path, data):
     d = write_dir(tmp_path/'names', data.val.images[:2], data.val.labels[:2], cls=['small', 'large']); err(d, "class 'small' is not an index")
     err(d, "class 'small' is not an index or one of", class_names=['a', 'b'])
     d = write_dir(tmp_path/'escape', data.val.images[:1], data.val.labels[:1])
-    (d/'manifest.csv').write_text(','.join(M.MANIFEST_COLUMNS) + '\n../x.png,0,,,,,\n'); err(d, 'relative path inside the folder')
+    (d/'manifest.csv').write_text(','.join(MANIFEST_REQUIRED) + '\n../x.png,0,,,,,\n'); err(d, 'relative path inside the folder')
 
 
 # --- scale: chunked, lazy, on a device (issue 13) -------------------------------

@@ -2,6 +2,7 @@
 import json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
+from PIL import Image
 import torch
 from conftest import cli, REPO
 from diffusers import UNet2DModel
@@ -45,6 +46,7 @@ def test_tiny_trains_and_loss_falls(tmp_path):
     assert len(losses) == 15 and all(map(lambda l: l == l, losses))
     assert sum(losses[-3:])/3 < 0.7*sum(losses[:3])/3, losses
     assert sorted(p.name for p in (run/'samples').iterdir()) == ['step-0000150.png']   # the end-of-run grid from chapter 04's sampler
+    with Image.open(run/'samples'/'step-0000150.png') as im: assert (im.size, im.mode) == ((4*32, 2*32), 'L')  # a column per class, two rows
     cfg = TrainConfig.from_json((run/'config.json').read_text())
     assert cfg.class_names == mni152_slices(res=32).class_names
     assert cfg.geometry['res'] == 32 and cfg.geometry['pixel_mm'] > 0 and cfg.geometry['axis'] == 'axial'   # for sampling and export
