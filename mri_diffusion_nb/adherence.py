@@ -17,7 +17,8 @@ from .files import atomic_path
 from .weights import _device, _resize, chunks, module_device
 
 # %% auto #0
-__all__ = ['SliceClassifier', 'class_adherence', 'train_classifier', 'save_classifier', 'load_classifier']
+__all__ = ['SliceClassifier', 'class_adherence', 'train_classifier', 'save_classifier', 'load_classifier', 'shipped_judge',
+           'judge_for']
 
 # %% ../nbs/05d_adherence.ipynb #2b59b2a6
 class SliceClassifier(nn.Module):
@@ -119,3 +120,26 @@ def load_classifier(path, # a file written by `save_classifier`
     m = SliceClassifier(cfg['n_classes'], cfg['width'], cfg['res'], cfg['class_names']).to(device)
     m.load_state_dict(sd); m.info = json.loads(meta.get('info', '{}'))
     return m.eval()
+
+# %% ../nbs/05d_adherence.ipynb #2fd537ab
+def _shipped_path()->Path:
+    import mri_diffusion_nb
+    return Path(mri_diffusion_nb.__file__).parent/'assets'/'demo'/'classifier.safetensors'
+
+def shipped_judge(real:SliceData, # the real slices samples are judged against
+                  device=None, # where the classifier is loaded (default the CPU)
+                 )->SliceClassifier|None:
+    "The classifier shipped beside the demo model when `real` is the data it was trained on (the built-in slices at its size), else None."
+    f = _shipped_path()
+    if real.settings.get('source') != 'mni152' or not f.is_file(): return None
+    clf = load_classifier(f, device=_device(device, real.images))
+    same = (clf.config['res'], clf.config['class_names'], clf.info.get('n_train'), clf.info.get('n_val')) == \
+           (real.res, list(real.class_names), real.split.count('train'), real.split.count('val'))
+    return clf if same else None
+
+def judge_for(real:SliceData, # the real slices samples are judged against
+              device=None, # where it runs (default the CPU)
+              progress:bool=False, # progress bar while training one
+             )->SliceClassifier:
+    "The class-adherence judge for `real`: the shipped classifier where it applies (`shipped_judge`), else `train_classifier(real)`."
+    return shipped_judge(real, device) or train_classifier(real, progress=progress, device=device)

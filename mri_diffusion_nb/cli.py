@@ -14,7 +14,7 @@ from .training import TrainingError, TRAIN_PRESETS, latest_checkpoint, resume_co
 from .sampling import SAMPLERS, DiffusionModel, as_device, load_model, sample, check_sampling
 from .export import generate
 from .guidance import Guidance
-from .adherence import load_classifier, train_classifier
+from .adherence import judge_for, load_classifier
 from .metrics import evaluate, evaluate_groups, load_fake_dir, write_report
 from .files import FileError, os_problem
 import shutil
@@ -255,7 +255,7 @@ def _evaluate_into(a, out:Path, dev:torch.device, res:int)->tuple:
     clean_report_temps(out); check_report_dir(out)
     real = _real_for(a.real, res)
     fake = load_fake_dir(a.fake, class_names=real.class_names, progress=None)
-    clf = load_classifier(a.classifier, device=dev) if a.classifier else train_classifier(real, progress=None, device=dev)
+    clf = load_classifier(a.classifier, device=dev) if a.classifier else judge_for(real, device=dev, progress=None)
     kw = dict(feature=a.feature, weights=a.weights, download=not a.offline, classifier=clf, progress=None, device=dev, strict=a.strict)
     values = {r.get(a.by) for r in fake.rows}
     if len(values) > 1:
@@ -350,7 +350,7 @@ def run_demo(out='mri-diffusion-demo', # output folder
     _demo_grid(fake, model, out/'grid.png', per_class, f"{model.source}: guidance {guidance:g}, {sampler}-{steps}, one row per class")
     log(f"wrote {r['total']} slices as PNG, NIfTI and DICOM to {out/'samples'} ({r['images_per_s']:.2f} images/s) and the grid {out/'grid.png'}")
     real = mni152_slices(res=model.res)
-    clf = train_classifier(real, progress=progress, device=dev)
+    clf = judge_for(real, device=dev, progress=progress)   # chapter 05d's judge: the shipped classifier where it fits
     rep = evaluate(real, fake.images, fake.labels, feature='standin', classifier=clf, group=dict(guidance=guidance, sampler=f"{sampler}-{steps}"), progress=False, device=dev)
     write_report(rep, out/'report')
     for line in summary_lines(rep): log(line)
@@ -361,7 +361,9 @@ def run_demo(out='mri-diffusion-demo', # output folder
 def cmd_demo(a)->int:
     try: dev = as_device(a.device)
     except ValueError as e: raise UsageError(f"--device: {e}") from None
-    run_demo(a.out, train_first=a.train, train_steps=a.train_steps, device=dev)
+    if a.per_class < 1: raise UsageError(f"--per-class must be at least 1, got {a.per_class}")
+    if a.steps < 1: raise UsageError(f"--steps must be at least 1, got {a.steps}")
+    run_demo(a.out, train_first=a.train, train_steps=a.train_steps, per_class=a.per_class, steps=a.steps, device=dev)
     return 0
 
 # %% ../nbs/09_cli.ipynb #423347bf
@@ -371,6 +373,8 @@ def _demo_parser(sub):
     m.add_argument('--out', default='mri-diffusion-demo', help='output folder (default ./mri-diffusion-demo)')
     m.add_argument('--train', action='store_true', help='train a fresh demo-sized model for a few minutes first')
     m.add_argument('--train-steps', type=int, default=300, help='steps for --train (default 300)')
+    m.add_argument('--per-class', type=int, default=8, help='images per class (default 8)')
+    m.add_argument('--steps', type=int, default=20, help='sampling steps of the stochastic DPM-Solver++ (default 20)')
     m.add_argument('--device', help='cuda, cuda:N or cpu (default: cuda when available)')
     m.set_defaults(func=cmd_demo)
 

@@ -317,12 +317,13 @@ def compare_samplers(model:DiffusionModel, # the model
                      configs=(('ddpm', 1000), ('ddim', 50), ('dpm', 20), ('dpm-sde', 20)), # (sampler, steps)
                      guidance:float=7.0, seed:int=0,
                      autocast:bool=False, # bf16 autocast for the U-Net
+                     net_batch:int=8, # images per U-Net call (a fixed shape: `net_output`)
                     )->dict:
     "Images and seconds per (sampler, steps) at equal seeds."
     out = {}
     for s, n in configs:
         t0 = time.time()
-        imgs = sample(model, classes=classes, guidance=guidance, sampler=s, steps=n, seed=seed, autocast=autocast)
+        imgs = sample(model, classes=classes, guidance=guidance, sampler=s, steps=n, seed=seed, autocast=autocast, net_batch=net_batch)
         out[f"{s}-{n}"] = dict(images=imgs, seconds=time.time() - t0)
     return out
 

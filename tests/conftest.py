@@ -1,11 +1,15 @@
-"""Shared fixtures: small real NIfTI volumes written with nibabel, and a way to run the CLI as a user does."""
-import os, shutil, subprocess, sys
+"""Shared fixtures: small real NIfTI volumes written with nibabel, the CLI run in this process or launched, the one-line error check."""
+import contextlib, io, os, shutil, subprocess, sys, traceback, warnings
 from pathlib import Path
 import numpy as np
 import nibabel as nib
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+if os.environ.get('PYTEST_XDIST_WORKER_COUNT'):   # pytest -n N: each worker gets its share of the cores (no oversubscription)
+    import torch
+    torch.set_num_threads(max(1, (os.cpu_count() or 1)//int(os.environ['PYTEST_XDIST_WORKER_COUNT'])))
 
 # The browser tests (JupyterLab widgets, the reader-study page) drive Debian's chromium through Playwright's Python package: no browser download.
 CHROMIUM = shutil.which('chromium') or ('/usr/bin/chromium' if Path('/usr/bin/chromium').exists() else None)
@@ -14,7 +18,7 @@ try:
 except ImportError: _pw = None
 CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run',
                  '--disable-dev-shm-usage']
-needs_browser = [pytest.mark.browser,
+needs_browser = [pytest.mark.browser, pytest.mark.slow,
                  pytest.mark.skipif(CHROMIUM is None, reason='no chromium browser installed (Debian package `chromium`)'),
                  pytest.mark.skipif(_pw is None, reason='the playwright Python package is not installed')]
 
@@ -26,12 +30,96 @@ def browser():
         try: yield b
         finally: b.close()
 
-def cli(*args, timeout=600, env=None):
-    "Run `mri-diffusion ARGS` in a fresh process (the installed console script when there is one)."
-    exe = Path(sys.executable).parent/'mri-diffusion'
-    cmd = [str(exe)] if exe.exists() else [sys.executable, '-c', 'import sys; from mri_diffusion_nb.cli import main; sys.exit(main())']
-    e = dict(os.environ, PYTHONWARNINGS='ignore', **(env or {}))
-    return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=e)
+def free_port()->int:
+    "A free TCP port on 127.0.0.1 (a fresh one per launch: the last one may still be in TIME_WAIT, and xdist workers run side by side)."
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+class Result:
+    "What a CLI run returned: exit status, stdout and stderr (the fields of `subprocess.CompletedProcess` the tests read)."
+    def __init__(self, returncode, stdout, stderr): self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+def cli(*args, env=None, timeout=None):
+    """Run `mri-diffusion ARGS` in this process, as the console script would: stdout, stderr and the exit status.
+    In-process saves the 8 s of imports a launch costs; `test_cli_main.py` launches the real console script once per subcommand."""
+    from mri_diffusion_nb.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    env = {k: str(v) for k, v in (env or {}).items()}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter('ignore')                      # as PYTHONWARNINGS=ignore did for the launched script
+            try: code = main([str(a) for a in args])
+            except SystemExit as e: code = e.code if isinstance(e.code, int) else int(e.code is not None)   # argparse exits
+            except Exception:                                    # what the console script would print before exiting 1
+                traceback.print_exc(); code = 1
+    finally:
+        for k, v in saved.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+    return Result(code, out.getvalue(), err.getvalue())
+
+def one_line_error(r, *words, status=2):
+    "Exit status 2 and exactly one stderr line, no traceback, containing every word; returns the line."
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == status, r.stderr[-2000:]
+    assert len(lines) == 1 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    for w in words: assert w in lines[0], lines[0]
+    return lines[0]
+
+_HOLDER = """
+import fcntl, json, os, socket, sys, time
+fd = os.open(os.path.join(sys.argv[1], '.lock'), os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+os.ftruncate(fd, 0)
+os.pwrite(fd, json.dumps(dict(pid=os.getpid(), host=socket.gethostname(), command=sys.argv[2],
+                              since=time.strftime('%Y-%m-%d %H:%M:%S'))).encode(), 0)
+print('held', flush=True)
+sys.stdin.read()
+"""
+
+@contextlib.contextmanager
+def lock_held_elsewhere(folder, command='a test holding it'):
+    "Hold `folder`'s output lock from another process (the lock is re-entrant within one), as `files.output_lock` writes it."
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    p = subprocess.Popen([sys.executable, '-c', _HOLDER, str(folder), command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == 'held'
+        yield folder
+    finally:
+        p.stdin.close(); p.wait(timeout=30)
+
+def shared(tmp_path_factory, name, make):
+    "A folder made once per test session, across pytest-xdist workers: `make(folder)` fills it the first time; tests only read it."
+    from filelock import FileLock
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get('PYTEST_XDIST_WORKER'): root = root.parent   # the workers' common parent
+    folder = root/'shared'/name
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + '.lock'):
+        if not (folder/'.done').exists():
+            shutil.rmtree(folder, ignore_errors=True); folder.mkdir()
+            make(folder); (folder/'.done').touch()
+    return folder
+
+@pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory):
+    "A tiny model trained for 10 steps (checkpoint at 10): sampling and evaluation plumbing need weights, not quality."
+    def make(d):
+        from mri_diffusion_nb.training import train, train_config
+        from mri_diffusion_nb.data import mni152_slices
+        train(train_config('tiny', out=str(d/'run'), steps=10, ckpt_every=10), data=mni152_slices(res=32), progress=False)
+    return shared(tmp_path_factory, 'tiny_run', make)/'run'
+
+@pytest.fixture(scope='session')
+def demo_fake(tmp_path_factory):
+    "8 slices from the shipped demo model (dpm-sde, 4 steps: fast, not pretty) with their manifest, as `sample` writes them."
+    def make(d):
+        r = cli('sample', '--model', 'demo', '--n', 8, '--steps', 4, '--bf16', '--out', d/'fake')
+        assert r.returncode == 0, r.stderr
+    return shared(tmp_path_factory, 'demo_fake', make)/'fake'
 
 @pytest.fixture(scope='session')
 def mni_small():

@@ -16,9 +16,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 NBS = REPO/'nbs'
-from conftest import needs_browser
+from conftest import free_port, needs_browser
 
-pytestmark = needs_browser
 RUN_TIMEOUT = 360    # s for the cells up to the widget (the sampling chapter may train a tiny model first)
 CHANGE_TIMEOUT = 180 # s for the widget to re-render after the slider moved
 
@@ -71,10 +70,6 @@ def trim_notebook(src:Path, dst:Path, marker:str)->list:
 
 # ---------------------------------------------------------------- JupyterLab server
 
-def _free_port()->int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
 def _api(base, token, path, method='GET', timeout=10):
     req = urllib.request.Request(f'{base}{path}', method=method, headers={'Authorization': f'token {token}'})
     with urllib.request.urlopen(req, timeout=timeout) as r:
@@ -107,7 +102,7 @@ def lab(tmp_path_factory):
     root, runtime, cfg = tmp/'root', tmp/'runtime', tmp/'config'
     for d in (root, runtime, cfg, tmp/'tmp'): d.mkdir()
     _write_settings(tmp/'settings')
-    token, port = secrets.token_hex(24), _free_port()
+    token, port = secrets.token_hex(24), free_port()
     base = f'http://127.0.0.1:{port}'
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONWARNINGS='ignore', JUPYTER_CONFIG_DIR=str(cfg),
                JUPYTER_RUNTIME_DIR=str(runtime), JUPYTERLAB_SETTINGS_DIR=str(tmp/'settings'),
@@ -293,6 +288,12 @@ def _slider_changes_image(browser, lab, shots, chapter, marker, label, key, imag
 
 # ---------------------------------------------------------------- the tests
 
+def _browser(f):
+    "Slow tier, and only where chromium and playwright are installed (the trimming test below needs neither)."
+    for m in needs_browser: f = m(f)
+    return f
+
+
 def test_trim_keeps_what_the_widget_needs(tmp_path):
     "The trimmed copies keep the chapter's own cells, in order, ending with the widget cell, and skip the expensive demos."
     s = trim_notebook(NBS/'04_sampling.ipynb', tmp_path/'s.ipynb', 'sampling_widget(dm)')
@@ -303,17 +304,20 @@ def test_trim_keeps_what_the_widget_needs(tmp_path):
     allsrc = [''.join(c['source']) for c in json.loads((NBS/'04_sampling.ipynb').read_text())['cells']]
     assert [allsrc.index(c) for c in s] == sorted(allsrc.index(c) for c in s)
 
+@_browser
 def test_schedule_timestep_slider(browser, lab, shots):
     "Chapter 02: moving the t slider from 800 (noise) to 0 brings the clean slice back."
     _slider_changes_image(browser, lab, shots, '02_schedule.ipynb', 'timestep_widget(x0)', 't', 'Home', 'img.widget-image',
                           'schedule_t', min_frac=0.2, expect='t = 0:')
 
+@_browser
 def test_sampling_guidance_slider(browser, lab, shots):
     """Chapter 04: Home moves the guidance slider from 7 to 0, a setting the kernel has not sampled yet: the grid is resampled without the class.
     (A small move, 7 to 4.5, changes too little to test: the shipped model keeps the class at both.)"""
     _slider_changes_image(browser, lab, shots, '04_sampling.ipynb', 'sampling_widget(dm)', 'guidance', 'Home', 'img.widget-image',
                           'sampling_guidance', min_frac=0.05, expect='w = 0,')
 
+@_browser
 def test_guidance_method_picker(browser, lab, shots):
     """Chapter 04b: choosing plain CFG in the method picker (the widget opens on APG) resamples the same seeds under the other method,
     a setting the kernel has not sampled yet: at w = 7 the two give visibly different slices."""

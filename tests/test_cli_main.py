@@ -1,17 +1,23 @@
-"""The entry points: `python -m mri_diffusion_nb` (what `accelerate launch -m` runs), and OS errors reported in one line."""
+"""The entry points as a user starts them: the installed `mri-diffusion` console script once per subcommand, `python -m mri_diffusion_nb`
+(what `accelerate launch -m` runs), and OS errors reported in one line. Every other CLI case runs in-process (conftest `cli`)."""
 import os, resource, signal, subprocess, sys
 from pathlib import Path
-from conftest import cli
+from conftest import cli, one_line_error
 
 def _run(*args, **kw):
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=600, **kw)
 
 def test_python_m_runs_the_cli(tmp_path):
-    for mod in ('mri_diffusion_nb', 'mri_diffusion_nb.cli'):
-        r = _run('-m', mod, '--help')
-        assert r.returncode == 0 and 'usage: mri-diffusion' in r.stdout, (mod, r.stderr)
-        r = _run('-m', mod, 'sample', '--out', str(tmp_path/'x'), '--n', '-3')
-        assert r.returncode == 2 and r.stderr.count('\n') == 1 and '--n' in r.stderr, (mod, r.stdout, r.stderr)
+    "Both modules run the CLI: help, and a bad option in one line (the four launches side by side)."
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
+    runs = {(mod, what): subprocess.Popen([sys.executable, '-m', mod, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            for mod in ('mri_diffusion_nb', 'mri_diffusion_nb.cli')
+            for what, args in (('help', ['--help']), ('error', ['sample', '--out', str(tmp_path/'x'), '--n', '-3']))}
+    for (mod, what), p in runs.items():
+        out, err = p.communicate(timeout=600)
+        if what == 'help': assert p.returncode == 0 and 'usage: mri-diffusion' in out, (mod, err)
+        else: assert p.returncode == 2 and err.count('\n') == 1 and '--n' in err, (mod, out, err)
+    assert not (tmp_path/'x').exists()
 
 def _small_files(limit):
     def pre():
@@ -34,3 +40,25 @@ def test_demo_refuses_a_bad_device_in_one_line(tmp_path):
     r = cli('demo', '--device', 'tpu', '--out', tmp_path/'d')
     assert r.returncode == 2 and r.stderr.count('\n') == 1 and '--device' in r.stderr and 'unknown device' in r.stderr, r.stderr
     assert not (tmp_path/'d').exists()
+
+LAUNCHES = {  # one bad input per subcommand: the real script parses, imports everything, and fails in one line
+    'data': (['data', '--source', 'nowhere.nii.gz', '--out', 'c.safetensors'], 'nowhere.nii.gz'),
+    'train': (['train', '--preset', 'tiny', '--batch-size', '0', '--out', 'run'], 'batch_size must be between 1'),
+    'sample': (['sample', '--model', 'demo', '--n', '0', '--out', 's'], '--n must be'),
+    'evaluate': (['evaluate', '--fake', 'nothing', '--out', 'rep'], 'nothing'),
+    'reader-study': (['reader-study', 'make', '--fake', 'nothing', '--n', '7', '--out', 'st'], '--n must be an even'),
+    'utility': (['utility', '--fake', 'nothing', '--out', 'u', '--seeds', '0'], '--seeds'),
+    'demo': (['demo', '--device', 'tpu', '--out', 'd'], 'unknown device'),
+}
+
+def test_console_script_once_per_subcommand(tmp_path):
+    "The installed console script, launched for every subcommand at once (2 cores share 7 interpreter starts)."
+    exe = Path(sys.executable).parent/'mri-diffusion'
+    assert exe.exists(), 'pip install -e . installs the mri-diffusion console script'
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
+    procs = {k: subprocess.Popen([str(exe), *a], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for k, (a, _) in LAUNCHES.items()}
+    for k, p in procs.items():
+        out, err = p.communicate(timeout=600)
+        one_line_error(subprocess.CompletedProcess(p.args, p.returncode, out, err), f'mri-diffusion {k}: error:', LAUNCHES[k][1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == []                  # nothing written by any of them

@@ -7,15 +7,7 @@ import pytest
 import torch
 from conftest import cli, write_cohort
 from mri_diffusion_nb.data import load_cache, mni152_slices, folder_slices, load_volume, DataError
-from mri_diffusion_nb.cli import main
 
-class R:
-    "The CLI run in this process: same code path as the script, without a 5-15 s interpreter start per case."
-    def __init__(self, status, out, err): self.returncode, self.stdout, self.stderr = status, out, err
-
-def run(capsys, *args):
-    status = main([str(a) for a in args]); o = capsys.readouterr()
-    return R(status, o.out, o.err)
 
 
 def test_import_in_fresh_process():
@@ -35,10 +27,10 @@ def test_cli_mni152_cache_roundtrip(tmp_path):
     assert back.settings['source'] == 'mni152' and back.settings['res'] == 64
 
 @pytest.mark.parametrize('nested', [False, True])
-def test_folder_with_csv_split_by_subject(tmp_path, mni_small, nested, capsys):
+def test_folder_with_csv_split_by_subject(tmp_path, mni_small, nested):
     csv = write_cohort(tmp_path/'cohort', mni_small, n=6, nested=nested)
     out = tmp_path/'cohort.safetensors'
-    r = run(capsys, 'data', '--source', tmp_path/'cohort', '--labels', csv, '--res', 32, '--val-frac', 0.34, '--out', out)
+    r = cli('data', '--source', tmp_path/'cohort', '--labels', csv, '--res', 32, '--val-frac', 0.34, '--out', out)
     assert r.returncode == 0, r.stderr
     d = load_cache(out)
     assert d.class_names == ['healthy', 'tumour']
@@ -55,14 +47,14 @@ def test_folder_without_csv_uses_levels(tmp_path, mni_small):
     d = folder_slices(tmp_path/'c', res=32, n_classes=3, progress=False)
     assert d.n_classes == 3 and set(d.labels.tolist()) == {0, 1, 2}
 
-def test_las_gives_same_slices_as_ras(tmp_path, mni_small, capsys):
+def test_las_gives_same_slices_as_ras(tmp_path, mni_small):
     ras = nib.Nifti1Image(mni_small, np.diag([3., 3, 3, 1]))
     flip = np.diag([-1., 1, 1, 1]); flip[0, 3] = mni_small.shape[0] - 1
     las = nib.Nifti1Image(mni_small[::-1].copy(), ras.affine @ flip)
     assert nib.aff2axcodes(las.affine) == ('L', 'A', 'S')
     nib.save(ras, tmp_path/'ras.nii.gz'); nib.save(las, tmp_path/'las.nii.gz')
     for n in ('ras', 'las'):
-        assert run(capsys, 'data', '--source', tmp_path/f'{n}.nii.gz', '--res', 32, '--out', tmp_path/f'{n}.safetensors').returncode == 0
+        assert cli('data', '--source', tmp_path/f'{n}.nii.gz', '--res', 32, '--out', tmp_path/f'{n}.safetensors').returncode == 0
     a, b = load_cache(tmp_path/'ras.safetensors'), load_cache(tmp_path/'las.safetensors')
     assert torch.equal(a.images, b.images)
 
@@ -97,55 +89,55 @@ BAD = ['missing', 'empty', 'random', 'truncated', '2d', '4d', 'nan', 'zeros', 'e
 
 @pytest.mark.parametrize('kind', BAD)
 @pytest.mark.parametrize('store', [False, True])
-def test_bad_input_one_line_no_output(tmp_path, mni_small, kind, store, capsys):
+def test_bad_input_one_line_no_output(tmp_path, mni_small, kind, store):
     src, words = _bad(kind, tmp_path, mni_small)
     out = tmp_path/'out'/('store' if store else 'cache.safetensors')
-    r = cli('data', '--source', src, '--res', 32, '--out', out) if kind == 'random' and not store else run(capsys, 'data', '--source', src, '--res', 32, '--out', out)
+    r = cli('data', '--source', src, '--res', 32, '--out', out) if kind == 'random' and not store else cli('data', '--source', src, '--res', 32, '--out', out)
     assert r.returncode != 0
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
     assert 'Traceback' not in r.stderr and str(src) in lines[0] and words in lines[0], lines[0]
     assert not out.exists() and not (out.parent.exists() and any(out.parent.iterdir()))
 
-def test_folder_with_bad_files_fails_or_skips(tmp_path, mni_small, capsys):
+def test_folder_with_bad_files_fails_or_skips(tmp_path, mni_small):
     write_cohort(tmp_path/'c', mni_small, n=3)
     (tmp_path/'c'/'broken.nii.gz').write_bytes(os.urandom(5000))
     nib.save(nib.Nifti1Image(np.zeros(mni_small.shape, np.float32), np.eye(4)), tmp_path/'c'/'blank.nii.gz')
     out = tmp_path/'c.safetensors'
-    r = run(capsys, 'data', '--source', tmp_path/'c', '--res', 32, '--out', out)
+    r = cli('data', '--source', tmp_path/'c', '--res', 32, '--out', out)
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and 'blank.nii.gz' in r.stderr
     assert not out.exists()
-    r = run(capsys, 'data', '--source', tmp_path/'c', '--res', 32, '--on-error', 'skip', '--out', out)
+    r = cli('data', '--source', tmp_path/'c', '--res', 32, '--on-error', 'skip', '--out', out)
     assert r.returncode == 0, r.stderr
     assert 'skipped' in r.stdout and 'broken.nii.gz' in r.stdout and 'blank.nii.gz' in r.stdout
     d = load_cache(out)
     assert set(d.subjects) == {'sub-00', 'sub-01', 'sub-02'}
     assert [Path(f).name for f, _ in d.settings['skipped']] == ['blank.nii.gz', 'broken.nii.gz']
 
-def test_existing_cache_survives_a_failed_run(tmp_path, capsys):
+def test_existing_cache_survives_a_failed_run(tmp_path):
     out = tmp_path/'cache.safetensors'
-    assert run(capsys, 'data', '--source', 'mni152', '--res', 32, '--out', out).returncode == 0
+    assert cli('data', '--source', 'mni152', '--res', 32, '--out', out).returncode == 0
     before = out.read_bytes()
-    r = run(capsys, 'data', '--source', tmp_path/'nope.nii', '--res', 32, '--out', out)
+    r = cli('data', '--source', tmp_path/'nope.nii', '--res', 32, '--out', out)
     assert r.returncode != 0 and out.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ['cache.safetensors']
 
-def test_labels_csv_errors(tmp_path, mni_small, capsys):
+def test_labels_csv_errors(tmp_path, mni_small):
     write_cohort(tmp_path/'c', mni_small, n=2)
     bad = tmp_path/'bad.csv'; bad.write_text('name,diagnosis\nsub-00,x\n')
-    r = run(capsys, 'data', '--source', tmp_path/'c', '--labels', bad, '--res', 32, '--out', tmp_path/'o.safetensors')
+    r = cli('data', '--source', tmp_path/'c', '--labels', bad, '--res', 32, '--out', tmp_path/'o.safetensors')
     assert r.returncode != 0 and 'bad.csv' in r.stderr and "'subject' and 'class'" in r.stderr
     missing = tmp_path/'partial.csv'; missing.write_text('subject,class\nsub-00,a\n')
-    r = run(capsys, 'data', '--source', tmp_path/'c', '--labels', missing, '--res', 32, '--out', tmp_path/'o.safetensors')
+    r = cli('data', '--source', tmp_path/'c', '--labels', missing, '--res', 32, '--out', tmp_path/'o.safetensors')
     assert r.returncode != 0 and "sub-01" in r.stderr and 'no row' in r.stderr
 
 @pytest.mark.parametrize('damage', ['no_labels', 'no_subjects_meta', 'bad_json', 'short_labels', 'index_out_of_range'])
-def test_damaged_cache_one_line(tmp_path, damage, capsys):
+def test_damaged_cache_one_line(tmp_path, damage):
     "A cache with the right format tag but missing or inconsistent fields (issue 18): one line naming it, for `load_cache` and `train`."
     from safetensors.torch import save_file
     from safetensors import safe_open
     good = tmp_path/'good.safetensors'
-    assert run(capsys, 'data', '--source', 'mni152', '--res', 32, '--out', good).returncode == 0
+    assert cli('data', '--source', 'mni152', '--res', 32, '--out', good).returncode == 0
     with safe_open(str(good), framework='pt') as f: meta, t = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
     if damage == 'no_labels': del t['labels']
     if damage == 'no_subjects_meta': del meta['subjects']
@@ -154,6 +146,6 @@ def test_damaged_cache_one_line(tmp_path, damage, capsys):
     if damage == 'index_out_of_range': t['subject_index'] = t['subject_index'] + 5
     bad = tmp_path/'bad.safetensors'; save_file(t, str(bad), metadata=meta)
     with pytest.raises(DataError, match='damaged slice cache'): load_cache(bad)
-    r = run(capsys, 'train', '--preset', 'tiny', '--data', bad, '--steps', 1, '--out', tmp_path/'run')
+    r = cli('train', '--preset', 'tiny', '--data', bad, '--steps', 1, '--out', tmp_path/'run')
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and str(bad) in r.stderr and 'damaged slice cache' in r.stderr, r.stderr
     assert not (tmp_path/'run'/'config.json').exists()

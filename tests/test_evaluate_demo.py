@@ -5,18 +5,17 @@ import torch
 from PIL import Image
 from pathlib import Path
 import pytest
-from conftest import cli
+from conftest import cli, lock_held_elsewhere, one_line_error
 from mri_diffusion_nb.training import train, train_config
 from mri_diffusion_nb.data import mni152_slices, save_cache
 from mri_diffusion_nb.sampling import find_weights
 
 @pytest.fixture(scope='module')
-def gen(tmp_path_factory):
+def gen(tmp_path_factory, tiny_run):
     "A tiny model and a guidance sweep generated from it into one folder tree."
     d = tmp_path_factory.mktemp('ev')
-    train(train_config('tiny', out=str(d/'run'), steps=10, ckpt_every=10), data=mni152_slices(res=32), progress=False)
     for w in (0, 7):
-        r = cli('sample', '--model', d/'run', '--n', 8, '--guidance', w, '--sampler', 'dpm', '--steps', 5, '--out', d/f'w{w}')
+        r = cli('sample', '--model', tiny_run, '--n', 8, '--guidance', w, '--sampler', 'dpm', '--steps', 5, '--out', d/f'w{w}')
         assert r.returncode == 0, r.stderr
     return d
 
@@ -43,18 +42,29 @@ def _has_demo():
     try: find_weights('demo'); return True
     except Exception: return False
 
-@pytest.mark.skipif(not _has_demo(), reason='the demo model is not installed with this package')
-def test_demo_main_job(tmp_path):
-    r = cli('demo', '--out', tmp_path/'demo')
+def _check_demo(r, d, per_class):
     assert r.returncode == 0, r.stderr
-    d = tmp_path/'demo'
     assert (d/'grid.png').exists() and (d/'report'/'report.json').exists()
     for sub, ext in (('png', '.png'), ('nifti', '.nii.gz'), ('dicom', '.dcm')):
-        assert len(list((d/'samples'/sub).glob('*' + ext))) == 32
+        assert len(list((d/'samples'/sub).glob('*' + ext))) == 4*per_class
     assert 'class adherence' in r.stdout and str(d/'grid.png') in r.stdout
+    rep = json.loads((d/'report'/'report.json').read_text())
+    assert rep['class_adherence']['n'] == 4*per_class
+
+@pytest.mark.skipif(not _has_demo(), reason='the demo model is not installed with this package')
+def test_demo_main_job_in_miniature(tmp_path):
+    "The main job's whole path at one image per class and four steps (the slow tier runs it at its defaults)."
+    _check_demo(cli('demo', '--out', tmp_path/'demo', '--per-class', 1, '--steps', 4), tmp_path/'demo', 1)
+    one_line_error(cli('demo', '--out', tmp_path/'bad', '--per-class', 0), '--per-class must be at least 1')
+    assert not (tmp_path/'bad').exists()
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _has_demo(), reason='the demo model is not installed with this package')
+def test_demo_main_job(tmp_path):
+    _check_demo(cli('demo', '--out', tmp_path/'demo'), tmp_path/'demo', 8)
 
 def test_demo_train_first(tmp_path):
-    r = cli('demo', '--out', tmp_path/'demo', '--train', '--train-steps', 4)
+    r = cli('demo', '--out', tmp_path/'demo', '--train', '--train-steps', 4, '--per-class', 1, '--steps', 4)
     assert r.returncode == 0, r.stderr
     assert 'trained' in r.stdout and (tmp_path/'demo'/'run'/'ema').is_dir() and (tmp_path/'demo'/'grid.png').exists()
 
@@ -75,12 +85,6 @@ def write_fake(d, n=12, res=32, noise=0.05, seed=0, size=None):
         rows.append(f"{i}.png,{int(real.labels[i])},{i},3.0,ddim,5,test")
     (d/'manifest.csv').write_text('\n'.join(rows) + '\n')
     return d
-
-def one_line_error(r, *contains):
-    lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2 and len(lines) == 1 and 'Traceback' not in r.stderr, r.stderr
-    for c in contains: assert c in lines[0], lines[0]
-    return lines[0]
 
 def offline_env(tmp_path):
     return {'MRI_DIFFUSION_INCEPTION_WEIGHTS': str(tmp_path/'missing.pth'), 'TORCH_HOME': str(tmp_path/'th')}
@@ -133,8 +137,7 @@ def test_evaluate_tiny_pngs_and_bad_options(tmp_path):
     assert not (tmp_path/'rep').exists()
 
 def test_evaluate_locked_out(fake, tmp_path):
-    from mri_diffusion_nb.files import output_lock
-    with output_lock(tmp_path/'rep', command='test holder'):
+    with lock_held_elsewhere(tmp_path/'rep', command='test holder'):
         one_line_error(cli('evaluate', '--fake', fake, '--out', tmp_path/'rep', '--feature', 'standin'), 'in use', 'test holder')
 
 KILL_MID_WRITE = r"""
@@ -149,6 +152,7 @@ rep['_figures'] = {'samples': plt.figure(), 'zz_kill': Kill()}
 M.write_report(rep, sys.argv[2])
 """
 
+@pytest.mark.slow
 def test_evaluate_report_is_a_set_killed_mid_write(fake, tmp_path):
     out = tmp_path/'rep'
     r = cli('evaluate', '--fake', fake, '--out', out, '--feature', 'standin')
@@ -185,10 +189,10 @@ def test_evaluate_garbage_manifest_and_generation_json(tmp_path):
     r = cli('evaluate', '--fake', d, '--out', tmp_path/'rep', '--device', 'cpu', '--feature', 'standin')
     assert r.returncode == 0, r.stderr
 
-def test_evaluate_compares_guidance_methods(gen, tmp_path):
+def test_evaluate_compares_guidance_methods(gen, tiny_run, tmp_path):
     "Two runs with different guidance methods merged into one folder: `--by guidance_method` reports each; an older manifest without the column means plain CFG."
     import csv, shutil
-    r = cli('sample', '--model', gen/'run', '--n', 8, '--guidance', 7, '--sampler', 'dpm', '--steps', 5, '--guidance-method', 'interval', '--out', tmp_path/'iv')
+    r = cli('sample', '--model', tiny_run, '--n', 8, '--guidance', 7, '--sampler', 'dpm', '--steps', 5, '--guidance-method', 'interval', '--out', tmp_path/'iv')
     assert r.returncode == 0, r.stderr
     both = tmp_path/'both'; (both/'png').mkdir(parents=True)
     rows = []

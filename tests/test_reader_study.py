@@ -12,12 +12,11 @@ from conftest import cli, needs_browser
 N = 8
 
 @pytest.fixture(scope='module')
-def study(tmp_path_factory):
-    "A fake folder from the demo model (4 steps: fast, not pretty) and an 8-image study made from it and the built-in slices."
+def study(tmp_path_factory, demo_fake):
+    "The session's demo samples (conftest: 4 steps, fast, not pretty) and an 8-image study made from them and the built-in slices."
     d = tmp_path_factory.mktemp('rs')
-    r = cli('sample', '--model', 'demo', '--n', 8, '--steps', 4, '--bf16', '--out', d/'fake', env=dict(OMP_NUM_THREADS='1'))
-    assert r.returncode == 0, r.stderr
-    r = cli('reader-study', 'make', '--real', 'mni152', '--fake', d/'fake', '--n', N, '--seed', 5, '--out', d/'study', env=dict(OMP_NUM_THREADS='1'))
+    shutil.copytree(demo_fake, d/'fake')
+    r = cli('reader-study', 'make', '--real', 'mni152', '--fake', d/'fake', '--n', N, '--seed', 5, '--out', d/'study')
     assert r.returncode == 0, r.stderr
     assert 'study_KEY.json' in r.stdout
     return d

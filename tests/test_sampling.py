@@ -4,18 +4,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import cli
+from conftest import cli, free_port, lock_held_elsewhere, one_line_error
 from mri_diffusion_nb.training import train, train_config
 from mri_diffusion_nb.data import mni152_slices
 from mri_diffusion_nb.sampling import load_model, sample, guide
 from mri_diffusion_nb.export import to_uint, nifti_to_image, generate
 
-@pytest.fixture(scope='module')
-def run(tmp_path_factory):
-    "A tiny model trained for a few steps: sampling plumbing needs weights, not quality."
-    out = tmp_path_factory.mktemp('m')/'run'
-    train(train_config('tiny', out=str(out), steps=10, ckpt_every=10), data=mni152_slices(res=32), progress=False)
-    return out
+@pytest.fixture
+def run(tiny_run):
+    "The session's tiny model (conftest): sampling plumbing needs weights, not quality."
+    return tiny_run
 
 def test_guidance_identities():
     u, c = torch.randn(2, 4, 1, 8, 8).unbind(0)
@@ -76,6 +74,7 @@ def test_16bit_png(run, tmp_path):
     a = np.array(Image.open(next((tmp_path/'s'/'png').glob('*.png'))))
     assert a.dtype == np.uint16 and a.max() > 255
 
+@pytest.mark.slow
 def test_killed_bulk_generation_resumes(run, tmp_path):
     args = ['sample', '--model', run, '--n', 24, '--batch-size', 2, '--sampler', 'ddim', '--steps', 20, '--format', 'png,dicom']
     assert cli(*args, '--out', tmp_path/'whole').returncode == 0
@@ -147,6 +146,31 @@ def test_image_independent_of_batch_size_and_restart(run, tmp_path, sampler):
     for f in sorted((tmp_path/'whole').rglob('*')):
         if f.is_file() and f.name != '.lock': assert f.read_bytes() == (tmp_path/'restart'/f.relative_to(tmp_path/'whole')).read_bytes(), f
 
+def test_two_ranks_in_turn_write_the_bytes_of_one(run, tmp_path, monkeypatch):
+    """Two ranks simulated in this process, one after the other: each writes its share (i % 2) and its own part file; the next run folds
+    them into one manifest, byte-identical to one process with another batch size (the slow tier runs torchrun with 2 processes)."""
+    import json
+    import mri_diffusion_nb.export as E
+    m = load_model(run, device='cpu')
+    g = dict(n=5, steps=3, sampler='dpm-sde', formats=('png', 'dicom'), progress=False, run_id='fixed')
+    generate(m, tmp_path/'one', batch_size=3, **g)
+    two = tmp_path/'two'
+    def as_rank(r):
+        meta = lambda o: (json.loads((two/'generation.json').read_text()), None) if r and isinstance(o, tuple) else o  # rank 0's broadcast
+        return lambda cpu: (r, 2, lambda: None, meta)
+    for r in (0, 1):
+        monkeypatch.setattr(E, '_dist', as_rank(r))
+        E.generate(m, two, batch_size=2, **g)
+    assert [x['index'] for x in csv.DictReader(open(two/'manifest.csv'))] == ['0', '2', '4']   # rank 0 folded only its own share
+    assert [x['index'] for x in csv.DictReader(open(two/'.manifest-r1.csv'))] == ['1', '3']
+    monkeypatch.undo()
+    assert generate(m, two, batch_size=2, **g)['written'] == 0                                   # nothing left to make: the fold completes it
+    assert [x['index'] for x in csv.DictReader(open(two/'manifest.csv'))] == [str(i) for i in range(5)]
+    files = lambda d: sorted(p.relative_to(d) for p in d.rglob('*') if p.is_file() and p.name != '.lock')
+    assert files(tmp_path/'one') == files(two)
+    for f in files(two): assert (two/f).read_bytes() == (tmp_path/'one'/f).read_bytes(), f
+
+@pytest.mark.slow
 def test_two_processes_write_the_same_bytes(run, tmp_path):
     "torchrun with 2 CPU processes (gloo), stopped after one batch each and resumed, writes byte-identical files to 1 process with another batch size."
     script = tmp_path/'gen.py'
@@ -158,9 +182,6 @@ stop = int(sys.argv[3]) if len(sys.argv) > 3 else None  # stop as if killed afte
 generate(m, sys.argv[1], n=7, steps=4, sampler='dpm-sde', formats=('png', 'nifti', 'dicom'), batch_size=int(sys.argv[2]), progress=False, run_id='fixed', stop_after=stop)
 """)
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
-    def free_port():  # a fresh port per launch: the last launch's port may still be in TIME_WAIT
-        import socket
-        with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
     two = lambda *a: subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', str(free_port()), str(script), str(tmp_path/'two'), '2', *a],
                                     capture_output=True, text=True, env=env, timeout=600)
     r = two('1')
@@ -226,11 +247,6 @@ def test_dciodvfy_finds_no_errors(run, tmp_path):
 
 # --- issue 18: bad inputs and faults in `sample` ---
 
-def one_line_error(r, *words):
-    lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2 and len(lines) == 1 and 'Traceback' not in r.stderr, r.stderr
-    for w in words: assert w in lines[0], lines[0]
-
 @pytest.mark.parametrize('args,words', [
     (['--n', '1000000000'], '--n must be an integer from 1 to 10000000'),
     (['--guidance', 'nan'], '--guidance must be a finite number'),
@@ -241,14 +257,13 @@ def one_line_error(r, *words):
     (['--device', 'tpu'], 'unknown device'),
 ])
 def test_bad_numbers_refused_before_anything_is_written(run, tmp_path, args, words):
-    one_line_error(cli('sample', '--model', run, '--out', tmp_path/'s', '--n', 2, '--steps', 2, *args), *words)
+    one_line_error(cli('sample', '--model', run, '--out', tmp_path/'s', '--n', 2, '--steps', 2, *args), words)
     assert not (tmp_path/'s').exists()
     if args[0] in ('--guidance', '--seed'):  # the corrected command then runs
         assert cli('sample', '--model', run, '--out', tmp_path/'s', '--n', 2, '--steps', 2).returncode == 0
 
 def test_second_writer_gets_one_line(run, tmp_path):
-    from mri_diffusion_nb.files import output_lock
-    with output_lock(tmp_path/'s', command='test holder'):
+    with lock_held_elsewhere(tmp_path/'s', command='test holder'):
         one_line_error(cli('sample', '--model', run, '--n', 1, '--steps', 2, '--out', tmp_path/'s'), 'in use', 'test holder')
     assert cli('sample', '--model', run, '--n', 1, '--steps', 2, '--out', tmp_path/'s').returncode == 0
 

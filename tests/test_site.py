@@ -12,7 +12,7 @@ from conftest import CHROMIUM, CHROMIUM_ARGS, _pw
 REPO = Path(__file__).resolve().parents[1]
 QUARTO = shutil.which('quarto')
 pytestmark = [
-    pytest.mark.browser,
+    pytest.mark.browser, pytest.mark.slow,
     pytest.mark.skipif(QUARTO is None, reason='Quarto is not installed (see the README; CI installs it)'),
     pytest.mark.skipif(CHROMIUM is None or _pw is None, reason='no chromium browser or playwright package'),
 ]

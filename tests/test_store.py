@@ -8,15 +8,7 @@ import torch
 from conftest import cli, write_ixi, write_brats, REPO
 from mri_diffusion_nb.data import Volume, to_grid, load_volume, mni152_slices, DataError
 from mri_diffusion_nb.store import open_data, read_index, SliceDataset, StoreData
-from mri_diffusion_nb.cli import main
 
-class R:
-    "The result of the CLI run in this process (fast; the subprocess tests show the installed script works too)."
-    def __init__(self, status, out, err): self.returncode, self.stdout, self.stderr = status, out, err
-
-def run(capsys, *args):
-    status = main([str(a) for a in args]); o = capsys.readouterr()
-    return R(status, o.out, o.err)
 
 @pytest.fixture(autouse=True)
 def _own_cache(tmp_path, monkeypatch):
@@ -38,9 +30,9 @@ def test_ball_is_round_with_the_right_diameter():
     assert abs(fg.any((0, 1)).sum() - 40) <= 1                 # through-plane too
     assert abs(sl.sum()*1.5**2 - np.pi*30**2)/(np.pi*30**2) < 0.05  # area of a 30 mm disc
 
-def test_cli_mni152_store_equals_in_memory(tmp_path, capsys):
+def test_cli_mni152_store_equals_in_memory(tmp_path):
     out = tmp_path/'mni'
-    r = run(capsys, 'data', '--source', 'mni152', '--res', 32, '--out', out)
+    r = cli('data', '--source', 'mni152', '--res', 32, '--out', out)
     assert r.returncode == 0, r.stderr
     assert f'wrote {out}' in r.stdout and '7.5 mm/pixel' in r.stdout
     d, ref = open_data(out), mni152_slices(res=32)
@@ -90,36 +82,38 @@ def test_ixi_csv_age_groups(tmp_path, mni_small):
     widths = [int((d.images[[i for i, x in enumerate(d.subjects) if x == s]] > -0.9).any(0).any(-2).sum()) for s in want]
     assert max(widths) - min(widths) <= 2, widths
 
-def test_seg_shape_mismatch_one_line_then_skip(tmp_path, mni_small, capsys):
+def test_seg_shape_mismatch_one_line_then_skip(tmp_path, mni_small):
     write_brats(tmp_path/'b', mni_small, n=3)
     bad = tmp_path/'b'/'BraTS_001'/'BraTS_001_seg.nii.gz'
     nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.int16), np.eye(4)), bad)
     out = tmp_path/'store'
-    r = run(capsys, 'data', '--source', tmp_path/'b', '--modality', 't1', '--res', 32, '--out', out)
+    r = cli('data', '--source', tmp_path/'b', '--modality', 't1', '--res', 32, '--out', out)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and str(bad) in r.stderr and 'does not match' in r.stderr
     assert not out.exists()
-    r = run(capsys, 'data', '--source', tmp_path/'b', '--modality', 't1', '--res', 32, '--on-error', 'skip', '--out', out)
+    r = cli('data', '--source', tmp_path/'b', '--modality', 't1', '--res', 32, '--on-error', 'skip', '--out', out)
     assert r.returncode == 0, r.stderr
     assert f'skipped {bad}' in r.stdout
     assert sorted(set(open_data(out).subjects)) == ['BraTS_000', 'BraTS_002']
 
-def test_several_contrasts_need_a_modality(tmp_path, mni_small, capsys):
+def test_several_contrasts_need_a_modality(tmp_path, mni_small):
     write_brats(tmp_path/'b', mni_small, n=2)
-    r = run(capsys, 'data', '--source', tmp_path/'b', '--res', 32, '--out', tmp_path/'s')
+    r = cli('data', '--source', tmp_path/'b', '--res', 32, '--out', tmp_path/'s')
     assert r.returncode == 2 and 'has 4 volumes' in r.stderr and '--modality' in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = run(capsys, 'data', '--source', tmp_path/'b', '--pattern', '**/*_flair.nii.gz', '--exclude', 'BraTS_001*', '--res', 32, '--out', tmp_path/'s')
+    r = cli('data', '--source', tmp_path/'b', '--pattern', '**/*_flair.nii.gz', '--exclude', 'BraTS_001*', '--res', 32, '--out', tmp_path/'s')
     assert r.returncode == 0, r.stderr
     assert [Path(v['image']).name for v in read_index(tmp_path/'s')['volumes']] == ['BraTS_000_flair.nii.gz']
 
 @pytest.mark.parametrize('bad', [['--res', '2000'], ['--fov-mm', '5'], ['--bins', '40,x'], ['--workers', '0']])
-def test_bad_options_one_line(tmp_path, bad, capsys):
-    r = run(capsys, 'data', '--source', 'mni152', *bad, '--out', tmp_path/'s')
+def test_bad_options_one_line(tmp_path, bad):
+    r = cli('data', '--source', 'mni152', *bad, '--out', tmp_path/'s')
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and not (tmp_path/'s').exists()
 
-def test_kill_9_then_resume_equals_uninterrupted(tmp_path, mni_small, capsys):
+@pytest.mark.slow
+def test_kill_9_then_resume_equals_uninterrupted(tmp_path, mni_small):
+    "A real kill -9 of the CLI and its 2 worker processes (chapter 91 kills a one-process build in the default tier)."
     write_brats(tmp_path/'b', mni_small, n=6)
     args = ['data', '--source', tmp_path/'b', '--modality', 't1', '--res', 32, '--slice-mm', 3]
-    assert run(capsys, *args, '--out', tmp_path/'whole').returncode == 0   # serial, in this process
+    assert cli(*args, '--out', tmp_path/'whole').returncode == 0   # serial, in this process
     exe = Path(sys.executable).parent/'mri-diffusion'
     p = subprocess.Popen([str(exe), *map(str, args), '--workers', '2', '--out', str(tmp_path/'killed')],  # 2 worker processes
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -129,7 +123,7 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path, mni_small, capsys):
     os.killpg(p.pid, signal.SIGKILL); p.wait()                 # the CLI and its workers, at once
     assert not (tmp_path/'killed'/'index.json').exists()       # it really was interrupted
     done = len(list(shards.glob('*.json')))
-    r = run(capsys, *args, '--out', tmp_path/'killed')
+    r = cli(*args, '--out', tmp_path/'killed')
     assert r.returncode == 0, r.stderr
     a, b = read_index(tmp_path/'whole'), read_index(tmp_path/'killed')
     assert a['volumes'] == b['volumes'] and 0 < done < 6
@@ -169,9 +163,9 @@ def test_loader_variants(tmp_path, mni_small):
 
 # --- issue 18, the data side: damaged stores, special files, full disks, unreadable folders ---
 
-def test_damaged_store_one_line(tmp_path, capsys):
+def test_damaged_store_one_line(tmp_path):
     out = tmp_path/'s'
-    assert run(capsys, 'data', '--source', 'mni152', '--res', 32, '--out', out).returncode == 0
+    assert cli('data', '--source', 'mni152', '--res', 32, '--out', out).returncode == 0
     ix = json.loads((out/'index.json').read_text())
     shard = out/'shards'/f"{ix['volumes'][0]['key']}.npy"
     good = shard.read_bytes()
@@ -184,55 +178,55 @@ def test_damaged_store_one_line(tmp_path, capsys):
     with pytest.raises(DataError, match='unreadable shard') as e: open_data(out).images[0]
     assert str(shard) in str(e.value)
     shard.unlink()
-    r = run(capsys, 'train', '--preset', 'tiny', '--data', out, '--steps', 1, '--out', tmp_path/'run')
+    r = cli('train', '--preset', 'tiny', '--data', out, '--steps', 1, '--out', tmp_path/'run')
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and 'shard missing' in r.stderr and str(shard) in r.stderr
-    assert run(capsys, 'data', '--source', 'mni152', '--res', 32, '--out', out).returncode == 0   # the same command repairs it
+    assert cli('data', '--source', 'mni152', '--res', 32, '--out', out).returncode == 0   # the same command repairs it
     assert shard.read_bytes() == good and len(open_data(out)) > 0
 
 @pytest.mark.parametrize('target', ['/dev/null', 'symlink', 'file_parent'])
 @pytest.mark.parametrize('kind', ['store', 'cache'])
-def test_special_outputs_refused(tmp_path, target, kind, capsys):
+def test_special_outputs_refused(tmp_path, target, kind):
     (tmp_path/'f').write_text('x'); (tmp_path/'real').mkdir()
     if target == 'symlink': (tmp_path/'ln.safetensors').symlink_to(tmp_path/'real'/'c.safetensors'); out = tmp_path/'ln.safetensors'
     elif target == 'file_parent': out = tmp_path/'f'/('c.safetensors' if kind == 'cache' else 's')
     elif kind == 'store': out = Path('/dev/null')
     else: out = tmp_path/'fifo.safetensors'; os.mkfifo(out)       # a special file with the cache's suffix
     if target == 'symlink' and kind == 'store': out = tmp_path/'ln'; out.symlink_to(tmp_path/'f')
-    r = run(capsys, 'data', '--source', 'mni152', '--res', 32, '--out', out)
+    r = cli('data', '--source', 'mni152', '--res', 32, '--out', out)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and 'Traceback' not in r.stderr, r.stderr
     assert Path('/dev/null').is_char_device() and (tmp_path/'f').read_text() == 'x' and not list((tmp_path/'real').iterdir())
     assert kind == 'store' or target != '/dev/null' or Path(out).is_fifo()
 
 @pytest.mark.parametrize('kind', ['store', 'cache'])
-def test_full_disk_one_line_then_rerun(tmp_path, kind, monkeypatch, capsys):
+def test_full_disk_one_line_then_rerun(tmp_path, kind, monkeypatch):
     import errno, mri_diffusion_nb.data as D
     def full(*a, **k): raise OSError(errno.ENOSPC, 'No space left on device')
     out = tmp_path/('c.safetensors' if kind == 'cache' else 's')
     with monkeypatch.context() as m:
         if kind == 'cache': m.setattr(D, 'save_file', full)
         else: m.setattr(np, 'save', full)
-        r = run(capsys, 'data', '--source', 'mni152', '--res', 32, '--out', out)
+        r = cli('data', '--source', 'mni152', '--res', 32, '--out', out)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and 'no space left on device' in r.stderr, r.stderr
     assert not [p for p in tmp_path.rglob('.tmp-*')] and not (out/'index.json').exists() and not (kind == 'cache' and out.exists())
-    assert run(capsys, 'data', '--source', 'mni152', '--res', 32, '--out', out).returncode == 0
+    assert cli('data', '--source', 'mni152', '--res', 32, '--out', out).returncode == 0
 
-def test_unreadable_folder_is_not_empty(tmp_path, mni_small, monkeypatch, capsys):
+def test_unreadable_folder_is_not_empty(tmp_path, mni_small, monkeypatch):
     write_brats(tmp_path/'b', mni_small, n=2)
     locked, scandir = tmp_path/'b'/'BraTS_001', os.scandir
     def deny(p='.'):
         if Path(p) == locked: raise PermissionError(13, 'Permission denied', str(p))
         return scandir(p)
     monkeypatch.setattr(os, 'scandir', deny)      # what chmod 000 does for a user other than root
-    r = run(capsys, 'data', '--source', tmp_path/'b', '--modality', 't1', '--res', 32, '--out', tmp_path/'s')
+    r = cli('data', '--source', tmp_path/'b', '--modality', 't1', '--res', 32, '--out', tmp_path/'s')
     assert r.returncode == 2 and f'{locked}: cannot read folder (permission denied)' in r.stderr, r.stderr
 
-def test_killed_cache_write_leaves_no_temp_after_rerun(tmp_path, capsys):
+def test_killed_cache_write_leaves_no_temp_after_rerun(tmp_path):
     import fcntl
     out = tmp_path/'c.safetensors'
     dead = tmp_path/f'.tmp-{out.name}-abc123.safetensors'; dead.write_bytes(b'\0'*4096)       # a killed writer's temp file
     live = tmp_path/f'.tmp-{out.name}-def456.safetensors'; live.write_bytes(b'')
     fd = os.open(live, os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX)                         # a writer still at work
     other = tmp_path/'.tmp-other.safetensors-x.safetensors'; other.write_bytes(b'')
-    try: assert run(capsys, 'data', '--source', 'mni152', '--res', 32, '--out', out).returncode == 0
+    try: assert cli('data', '--source', 'mni152', '--res', 32, '--out', out).returncode == 0
     finally: os.close(fd)
     assert out.is_file() and not dead.exists() and live.exists() and other.exists()

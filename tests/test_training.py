@@ -4,9 +4,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 import torch
-from conftest import cli, REPO
+from conftest import cli, free_port, lock_held_elsewhere, one_line_error, REPO
 from diffusers import UNet2DModel
-from mri_diffusion_nb.files import output_lock
 from mri_diffusion_nb.training import (StepBatches, TrainConfig, TrainingError, batch_indices, latest_checkpoint, read_metrics, train,
                                        train_config, weights_hash)
 from mri_diffusion_nb.data import mni152_slices, save_cache
@@ -14,14 +13,6 @@ from mri_diffusion_nb.data import mni152_slices, save_cache
 def _max_diff(a, b):
     ma, mb = UNet2DModel.from_pretrained(a), UNet2DModel.from_pretrained(b)
     return max((p - q).abs().max().item() for p, q in zip(ma.parameters(), mb.parameters()))
-
-def _one_line_error(r, *words):
-    "Exit status 2 and exactly one stderr line, no traceback, containing every word."
-    lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2, r.stderr[-2000:]
-    assert len(lines) == 1 and 'Traceback' not in r.stderr, r.stderr[-2000:]
-    for w in words: assert w in lines[0], lines[0]
-    return lines[0]
 
 @pytest.fixture(scope='module')
 def base_run(tmp_path_factory):
@@ -35,6 +26,22 @@ def _copy(run, dst):
     shutil.copytree(run, dst)
     return dst
 
+def test_tiny_run_writes_everything(tmp_path):
+    "A 4-step run through the CLI: every file a run holds, the end-of-run grid, the geometry for sampling (the slow tier trains 150 steps)."
+    r = cli('train', '--preset', 'tiny', '--out', tmp_path/'run', '--steps', 4, '--ckpt-every', 2, '--log-every', 2, '--sample-every', 4)
+    assert r.returncode == 0, r.stderr
+    run = tmp_path/'run'
+    assert f'wrote {run}' in r.stdout
+    for sub in ('model', 'ema', 'scheduler', 'config.json', 'metrics.jsonl', 'latest'): assert (run/sub).exists(), sub
+    assert list((run/'model').glob('*.safetensors')) and not list(run.rglob('*.bin'))
+    assert [m['step'] for m in read_metrics(run)] == [2, 4] and all(m['loss'] == m['loss'] for m in read_metrics(run))
+    assert sorted(p.name for p in (run/'samples').iterdir()) == ['step-0000004.png']
+    with Image.open(run/'samples'/'step-0000004.png') as im: assert (im.size, im.mode) == ((4*32, 2*32), 'L')
+    cfg = TrainConfig.from_json((run/'config.json').read_text())
+    assert cfg.class_names == mni152_slices(res=32).class_names
+    assert cfg.geometry['res'] == 32 and cfg.geometry['pixel_mm'] > 0 and cfg.geometry['axis'] == 'axial'
+
+@pytest.mark.slow
 def test_tiny_trains_and_loss_falls(tmp_path):
     r = cli('train', '--preset', 'tiny', '--out', tmp_path/'run', '--steps', 150, '--ckpt-every', 50, '--sample-every', 150)
     assert r.returncode == 0, r.stderr
@@ -55,6 +62,17 @@ def test_sample_every_zero_means_no_grid(base_run):
     assert not (base_run/'samples').exists()
     assert [m['step'] for m in read_metrics(base_run)] == [2, 4]
 
+def test_resume_clears_what_a_kill_left(tmp_path, base_run):
+    "A kill in the middle of a checkpoint leaves a temp folder: resuming removes it and goes on (the slow tier kills a real process)."
+    run = _copy(base_run, tmp_path/'run')
+    left = run/'checkpoints'/'.tmp-ckpt-0000099-12345-abcdef'
+    left.mkdir(); (left/'state.pt').write_bytes(b'partial')
+    r = cli('train', '--resume', '--out', run, '--steps', 6)
+    assert r.returncode == 0, r.stderr
+    assert 'resuming' in r.stdout and not left.exists() and not list(run.rglob('.tmp-*'))
+    assert latest_checkpoint(run).name == 'ckpt-0000006'
+
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     args = ['--preset', 'tiny', '--steps', 60, '--ckpt-every', 10, '--sample-every', 0, '--dropout', 0.1, '--augment']
     assert cli('train', *args, '--out', tmp_path/'whole').returncode == 0
@@ -121,10 +139,11 @@ except T.TrainingError as e: res['nan'] = str(e)
 (out/f'rank{rank}.json').write_text(json.dumps(res))
 '''
 
+@pytest.mark.slow
 def test_two_processes(tmp_path):
     "2 processes (gloo): a killed and resumed run with dropout and augmentation is bit-equal; ranks' batches are disjoint and their dropout masks differ; 2 x 4 = 1 x 8; a NaN on one rank stops both."
     (tmp_path/'worker.py').write_text(WORKER)
-    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29517', str(tmp_path/'worker.py'), str(tmp_path)],
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', str(free_port()), str(tmp_path/'worker.py'), str(tmp_path)],
                        capture_output=True, text=True, timeout=900, env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert r.returncode == 0, r.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path/f'rank{k}.json').read_text()) for k in (0, 1))
@@ -159,37 +178,37 @@ def test_two_processes(tmp_path):
 ])
 def test_bad_configuration_is_refused_in_one_line(tmp_path, args, words):
     r = cli('train', '--out', tmp_path/'run', *args)
-    _one_line_error(r, words)
+    one_line_error(r, words)
     assert not (tmp_path/'run').exists()
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine without CUDA')
 def test_cuda_without_a_gpu_is_refused(tmp_path):
-    _one_line_error(cli('train', '--out', tmp_path/'run', '--device', 'cuda'), '--device cuda: CUDA is not available')
+    one_line_error(cli('train', '--out', tmp_path/'run', '--device', 'cuda'), '--device cuda: CUDA is not available')
     assert not (tmp_path/'run').exists()
-    _one_line_error(cli('train', '--out', tmp_path/'run', '--device', 'tpu'), "invalid choice: 'tpu'")
+    one_line_error(cli('train', '--out', tmp_path/'run', '--device', 'tpu'), "invalid choice: 'tpu'")
 
 def test_a_file_as_parent_folder_is_named(tmp_path):
     (tmp_path/'f').write_text('not a folder')
-    _one_line_error(cli('train', '--out', tmp_path/'f'/'run', '--steps', 2), str(tmp_path/'f'))
+    one_line_error(cli('train', '--out', tmp_path/'f'/'run', '--steps', 2), str(tmp_path/'f'))
     assert (tmp_path/'f').read_text() == 'not a folder'
 
 def test_wrong_resolution_is_refused(tmp_path):
     save_cache(mni152_slices(res=64), tmp_path/'mni64.safetensors')
     r = cli('train', '--preset', 'tiny', '--data', tmp_path/'mni64.safetensors', '--out', tmp_path/'run')
-    _one_line_error(r, 'slices are 64 px but preset')
+    one_line_error(r, 'slices are 64 px but preset')
     assert not (tmp_path/'run').exists()
 
 def test_labels_beyond_the_classes_are_refused(tmp_path):
     d = mni152_slices(res=32)
     d.labels[5] = d.n_classes + 3
     save_cache(d, tmp_path/'bad.safetensors')
-    _one_line_error(cli('train', '--data', tmp_path/'bad.safetensors', '--out', tmp_path/'run'), 'bad.safetensors: label 7 is outside 0..3')
+    one_line_error(cli('train', '--data', tmp_path/'bad.safetensors', '--out', tmp_path/'run'), 'bad.safetensors: label 7 is outside 0..3')
     assert not (tmp_path/'run').exists()                                     # no config.json left behind
 
 def test_existing_run_is_not_overwritten(tmp_path, base_run):
     run = _copy(base_run, tmp_path/'run')
     before = (run/'latest').read_text()
-    _one_line_error(cli('train', '--out', run, '--steps', 5), 'already holds a run')
+    one_line_error(cli('train', '--out', run, '--steps', 5), 'already holds a run')
     assert (run/'latest').read_text() == before
 
 def test_moved_run_resumes_in_its_new_place(tmp_path, base_run):
@@ -228,14 +247,14 @@ def test_pickled_weights_are_never_loaded(tmp_path, base_run):
     for ck in (run/'checkpoints').glob('ckpt-*'):
         m = UNet2DModel.from_pretrained(ck/'model')
         shutil.rmtree(ck/'model'); m.save_pretrained(ck/'model', safe_serialization=False)    # only diffusion_pytorch_model.bin
-    line = _one_line_error(cli('train', '--resume', '--out', run, '--steps', 6), 'no diffusion_pytorch_model.safetensors', 'never loaded')
+    line = one_line_error(cli('train', '--resume', '--out', run, '--steps', 6), 'no diffusion_pytorch_model.safetensors', 'never loaded')
     assert 'ckpt-0000004' in line and latest_checkpoint(run).name == 'ckpt-0000004'
 
 @pytest.mark.parametrize('name,words', [('latest', 'latest: does not name a checkpoint'), ('config.json', 'config.json: not a training configuration')])
 def test_garbage_run_file_is_named_then_the_fix_runs(tmp_path, base_run, name, words):
     run = _copy(base_run, tmp_path/'run')
     (run/name).write_bytes(b'\x00\xffgarbage{')
-    _one_line_error(cli('train', '--resume', '--out', run, '--steps', 6), str(run/name), words)
+    one_line_error(cli('train', '--resume', '--out', run, '--steps', 6), str(run/name), words)
     (run/name).unlink()                                                      # the fix the message suggests
     r = cli('train', '--resume', '--out', run, '--steps', 6)
     assert r.returncode == 0, r.stderr
@@ -244,14 +263,14 @@ def test_garbage_run_file_is_named_then_the_fix_runs(tmp_path, base_run, name, w
 @pytest.mark.parametrize('opt,value,saved', [('--batch-size', 16, 8), ('--lr', 0.01, 0.001)])
 def test_settings_that_shape_the_run_cannot_change_on_resume(tmp_path, base_run, opt, value, saved):
     run = _copy(base_run, tmp_path/'run')
-    _one_line_error(cli('train', '--resume', '--out', run, opt, value), f'{opt} is {saved!r} in {run} and cannot change on resume')
+    one_line_error(cli('train', '--resume', '--out', run, opt, value), f'{opt} is {saved!r} in {run} and cannot change on resume')
     r = cli('train', '--resume', '--out', run, opt, saved, '--steps', 6)    # the same value, or none, is fine
     assert r.returncode == 0, r.stderr
 
 def test_a_locked_run_is_refused(tmp_path, base_run):
     run = _copy(base_run, tmp_path/'run')
-    with output_lock(run, command='a test holding the run'):
-        _one_line_error(cli('train', '--resume', '--out', run, '--steps', 6), 'in use by another writer', 'a test holding the run')
+    with lock_held_elsewhere(run, command='a test holding the run'):
+        one_line_error(cli('train', '--resume', '--out', run, '--steps', 6), 'in use by another writer', 'a test holding the run')
     assert latest_checkpoint(run).name == 'ckpt-0000004'
     assert cli('train', '--resume', '--out', run, '--steps', 6).returncode == 0
 

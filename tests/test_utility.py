@@ -8,12 +8,10 @@ from conftest import cli
 from mri_diffusion_nb.data import SliceData
 from mri_diffusion_nb.utility import conditions, equivalent_real, stratified_subset, summarise, utility_experiment
 
-@pytest.fixture(scope='module')
-def fake(tmp_path_factory):
-    d = tmp_path_factory.mktemp('ut')/'fake'
-    r = cli('sample', '--model', 'demo', '--n', 8, '--steps', 4, '--bf16', '--out', d, env=dict(OMP_NUM_THREADS='1'))
-    assert r.returncode == 0, r.stderr
-    return d
+@pytest.fixture
+def fake(demo_fake):
+    "The session's 8 demo samples (conftest)."
+    return demo_fake
 
 def _toy(n_per=12, res=16, seed=0):
     "Four classes told apart by where a bright square sits; every 4th slice held out."
@@ -61,7 +59,7 @@ def test_experiment_is_deterministic_and_honest():
     assert t['real 100%']['mean'] == pytest.approx(np.mean(accs)) and t['real 100%']['ci95'][0] <= t['real 100%']['mean']
 
 def test_cli_utility(fake, tmp_path):
-    r = cli('utility', '--fake', fake, '--out', tmp_path/'rep', '--fractions', '0.5', '--seeds', 1, '--steps', 10, env=dict(OMP_NUM_THREADS='1'))
+    r = cli('utility', '--fake', fake, '--out', tmp_path/'rep', '--fractions', '0.5', '--seeds', 1, '--steps', 10)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path/'rep').iterdir()) == ['report.json', 'report.md', 'utility.png']
     rep = json.loads((tmp_path/'rep'/'report.json').read_text())

@@ -1,4 +1,6 @@
 """Execute a chapter in place as nbdev_test does (skipping cells flagged with tst_flags and `eval: false`), keeping its outputs for the docs.
+Each cell it runs is stamped with the hash of its source (`tools/check_outputs.py` fails when they drift apart); cells it
+skips keep their stored outputs and stamps.
 
     OMP_NUM_THREADS=1 python tools/run_nb.py nbs/04_sampling.ipynb && nbdev_clean --fname nbs/04_sampling.ipynb
     python tools/run_nb.py nbs/04b_guidance.ipynb --with slow   # also run (and keep the outputs of) cells flagged slow, as `nbdev_test --flags slow` does
@@ -10,6 +12,8 @@ from fastcore.xtras import working_directory
 from nbdev.config import get_config
 from nbdev.processors import NBProcessor
 from nbdev.frontmatter import FrontmatterProc
+sys.path.insert(0, str(Path(__file__).parent))
+from check_outputs import KEY, source_hash
 
 def run(fn, include=()):
     fn = Path(fn).resolve()
@@ -34,9 +38,10 @@ def run(fn, include=()):
     for c, pc in zip(raw['cells'], nb.cells):
         if c['cell_type'] != 'code': continue
         src = ''.join(c['source'])
-        o, n = pc.get('outputs', []), pc.get('execution_count')
-        c['outputs'] = [dict(x) for x in o] if not _no_eval_raw(src, flags) else []
-        c['execution_count'] = n
+        if _no_eval_raw(src, flags): continue          # not run here: its stored outputs and stamp stay as they were
+        c['outputs'] = [dict(x) for x in pc.get('outputs', [])]
+        c['execution_count'] = pc.get('execution_count')
+        c.setdefault('metadata', {})[KEY] = source_hash(src)   # what tools/check_outputs.py compares with the source
     fn.write_text(json.dumps(raw, indent=1, ensure_ascii=False) + '\n')
     print(f"{fn.name}: ran in {time.time() - t0:.0f}s", file=sys.stderr)
 
