@@ -246,13 +246,11 @@ def step_loader(ds:StepBatches, start:int, end:int, workers:int=0, pin:bool=Fals
                       pin_memory=pin, prefetch_factor=4 if workers else None, persistent_workers=False)
 
 # %% ../nbs/03_training.ipynb #af23d7f6
-def drop_labels(y:torch.Tensor, # class labels
-                p_uncond:float, # probability of replacing a label by the null class
+def drop_labels(y:torch.Tensor, # class labels (B,)
+                drop:torch.Tensor, # (B,) bool: True where the label is dropped (`batch_draws` draws it with probability p_uncond)
                 null:int, # the null class index
-                generator:torch.Generator|None=None,
                )->torch.Tensor:
-    "Classifier-free guidance's label dropout: each label becomes `null` with probability `p_uncond`."
-    drop = torch.rand(y.shape, generator=generator, device=generator.device if generator is not None else y.device) < p_uncond
+    "Classifier-free guidance's label dropout: the labels where `drop` is True become the null class ∅."
     return torch.where(drop.to(y.device), torch.full_like(y, null), y)
 
 def diffusion_loss(model:torch.nn.Module, # the U-Net
@@ -448,7 +446,7 @@ def step(self:Trainer, step:int, batches):
         t, eps, drop = batch_draws(cfg.n_timesteps, x0.shape, cfg.p_uncond, g, self.rank, self.world)
         if cfg.augment: x0 = augment(x0, generator=step_generator(cfg.seed, step, self.rank, micro))
         if cfg.channels_last: x0 = x0.contiguous(memory_format=torch.channels_last)
-        y = torch.where(drop, torch.full_like(y, self.null), y)
+        y = drop_labels(y, drop, self.null)   # the label dropout taught above
         seed_step(cfg.seed, step, self.rank, micro)  # the U-Net's dropout masks
         with acc.no_sync(self.model) if micro < cfg.grad_accum - 1 else nullcontext():
             with acc.autocast(): loss = diffusion_loss(self.model, self.dsched, x0, y, t, eps, cfg.loss_weighting)/cfg.grad_accum
