@@ -11,7 +11,7 @@ from .data import DataError, SliceData, atomic_path, show_grid, folder_slices, m
 from .store import build_store, open_data, plan_source
 from dataclasses import replace
 from .training import TrainingError, TRAIN_PRESETS, latest_checkpoint, resume_config, run_config, train, train_config
-from .sampling import SAMPLERS, DiffusionModel, as_device, load_model, sample, check_sampling
+from .sampling import SAMPLERS, DiffusionModel, as_device, load_model, sample, check_sampling, grid_sampler
 from .export import generate
 from .guidance import Guidance
 from .adherence import judge_for, load_classifier
@@ -124,10 +124,6 @@ def _data_parser(sub):
     d.set_defaults(func=cmd_data)
 
 # %% ../nbs/09_cli.ipynb #1cbe839c
-def _grid_sampler(model, classes, schedule, guidance):
-    "The sampler training uses for its sample grids: stochastic DPM-Solver++ with 20 steps."
-    return sample(model, classes=classes, schedule=schedule, guidance=guidance, sampler='dpm-sde', steps=20, autocast=True)
-
 def cmd_train(a)->int:
     given = dict(steps=a.steps, batch_size=a.batch_size, grad_accum=a.grad_accum, grad_checkpointing=a.grad_checkpointing, lr=a.lr,
                  mixed_precision=a.mixed_precision, p_uncond=a.p_uncond, dropout=a.dropout, augment=a.augment, ckpt_every=a.ckpt_every,
@@ -140,7 +136,7 @@ def cmd_train(a)->int:
         cfg = resume_config(saved, replace(saved, **over))
     else: cfg = train_config(over.pop('preset', 'tiny'), out=str(out), **over)
     t0 = time.time()
-    run_dir = train(cfg, resume=a.resume, sample_fn=_grid_sampler, progress=None, log=print, device=a.device)
+    run_dir = train(cfg, resume=a.resume, sample_fn=grid_sampler, progress=None, log=print, device=a.device)
     done = latest_checkpoint(run_dir)
     print(f"wrote {run_dir} (checkpoint {done.name}, {time.time() - t0:.0f} s); sample with: mri-diffusion sample --model {run_dir} --out DIR")
     return 0
@@ -316,7 +312,7 @@ def _demo_train(run:Path, steps:int, dev:torch.device, progress, log)->Diffusion
     if latest_checkpoint(run) is not None: raise UsageError(f"{run}: already holds a run; remove it or choose another --out")
     t0 = time.time()
     cfg = train_config('demo', out=str(run), steps=steps, ckpt_every=steps, sample_every=0, warmup=min(100, steps//5), lr=1e-3)
-    with _accelerate_cpu(dev.type == 'cpu'): train(cfg, sample_fn=_grid_sampler, progress=progress)
+    with _accelerate_cpu(dev.type == 'cpu'): train(cfg, sample_fn=grid_sampler, progress=progress)
     log(f"trained {run} for {steps} steps in {time.time() - t0:.0f} s")
     return load_model(run, device=dev)
 

@@ -20,7 +20,7 @@ from .guidance import GUIDANCE_METHODS, Guidance, combine, step_scale, new_state
 # %% auto #0
 __all__ = ['SAMPLERS', 'DEFAULT_STEPS', 'MAX_N', 'MAX_SEED', 'MAX_BATCH', 'as_device', 'DiffusionModel', 'find_weights',
            'load_model', 'guide', 'guided_pair', 'guided_output', 'make_scheduler', 'image_seed', 'image_generators',
-           'initial_noise', 'net_output', 'check_sampling', 'weak_unet', 'sample', 'compare_samplers',
+           'initial_noise', 'net_output', 'check_sampling', 'weak_unet', 'sample', 'grid_sampler', 'compare_samplers',
            'sampling_widget', 'trajectory_widget']
 
 # %% ../nbs/04_sampling.ipynb #88ad7812
@@ -310,6 +310,14 @@ def sample(model:DiffusionModel|UNet2DModel, # a loaded model (or a bare U-Net w
     imgs = torch.cat([x.clamp(-1, 1).cpu() for x, _ in res])
     if not return_trajectory: return imgs
     return imgs, torch.cat([t[0] for _, t in res], 1), torch.cat([t[1] for _, t in res], 1)
+
+def grid_sampler(model, # the U-Net being trained (its EMA copy)
+                 classes:torch.Tensor, # the class of each grid image
+                 schedule:NoiseSchedule, # the run's noise schedule
+                 guidance:float, # w
+                )->torch.Tensor:
+    "The sampler a training run draws its sample grids with (`train(..., sample_fn=grid_sampler)`): stochastic DPM-Solver++, 20 steps."
+    return sample(model, classes=classes, schedule=schedule, guidance=guidance, sampler='dpm-sde', steps=20, autocast=True)
 
 # %% ../nbs/04_sampling.ipynb #fdeb4ffb
 def compare_samplers(model:DiffusionModel, # the model
