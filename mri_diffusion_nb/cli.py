@@ -11,7 +11,8 @@ from .data import DataError, SliceData, atomic_path, show_grid, folder_slices, m
 from .store import build_store, open_data, plan_source
 from dataclasses import replace
 from .training import TrainingError, TRAIN_PRESETS, latest_checkpoint, resume_config, run_config, train, train_config
-from .sampling import SAMPLERS, DiffusionModel, as_device, load_model, sample, check_sampling, grid_sampler
+from .sampling import SAMPLERS, DiffusionModel, load_model, check_sampling, grid_sampler
+from .weights import as_device
 from .export import generate
 from .guidance import Guidance
 from .adherence import judge_for, load_classifier
@@ -212,15 +213,6 @@ def _real_for(real:str, res:int):
     "Real slices for `evaluate`: the built-in template at `res`, a store folder or an old cache file (images read lazily)."
     return open_data(real, res=res if real == 'mni152' else None)
 
-def _eval_device(name:str|None)->torch.device:
-    "The `--device` of `evaluate`: CUDA when available unless told; one-line `UsageError` for a bad or absent device."
-    if name is None: return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try: dev = torch.device(name)
-    except (RuntimeError, ValueError): raise UsageError(f"--device {name}: not a device (cpu, cuda, cuda:1, ...)") from None
-    if dev.type == 'cuda' and not torch.cuda.is_available(): raise UsageError(f"--device {name}: CUDA is not available on this machine")
-    if dev.type == 'cuda' and dev.index is not None and dev.index >= torch.cuda.device_count(): raise UsageError(f"--device {name}: no such GPU")
-    return dev
-
 # %% ../nbs/09_cli.ipynb #e922e3c7
 def summary_lines(rep:dict)->list:
     "The headline figures of an evaluation report, one line each."
@@ -268,7 +260,7 @@ def cmd_evaluate(a)->int:
     if not fake_dir.is_dir(): raise DataError(fake_dir, 'folder of generated images not found')
     if a.by not in GROUP_COLUMNS: raise UsageError(f"--by {a.by}: not a manifest column (choose from {', '.join(GROUP_COLUMNS)})")
     check_writable(out); check_report_dir(out)  # before any computation
-    dev, (_, w) = _eval_device(a.device), fake_dir_size(fake_dir)  # the first image's header: too-small images fail here
+    dev, (_, w) = as_device(a.device), fake_dir_size(fake_dir)  # the first image's header: too-small images fail here
     created = not out.exists()
     try:
         with output_lock(out, command='mri-diffusion evaluate'): reports, n_fake, n_real = _evaluate_into(a, out, dev, w)
@@ -355,8 +347,7 @@ def run_demo(out='mri-diffusion-demo', # output folder
 
 # %% ../nbs/09_cli.ipynb #a478d577
 def cmd_demo(a)->int:
-    try: dev = as_device(a.device)
-    except ValueError as e: raise UsageError(f"--device: {e}") from None
+    dev = as_device(a.device)   # a bad --device is one line through main's ValueError handler
     if a.per_class < 1: raise UsageError(f"--per-class must be at least 1, got {a.per_class}")
     if a.steps < 1: raise UsageError(f"--steps must be at least 1, got {a.steps}")
     run_demo(a.out, train_first=a.train, train_steps=a.train_steps, per_class=a.per_class, steps=a.steps, device=dev)

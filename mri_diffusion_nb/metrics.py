@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 from .data import DataError, SliceData, show_grid, _why
 from .files import FileError, atomic_dir
-from .weights import WeightsError, _device, _resize, default_device
+from .weights import WeightsError, _device, _resize, as_device
 from .features import StandinFeatures, extract_features, feature_extractor
 from .frechet import fid_kid
 from .paired import ms_ssim_scales
@@ -157,7 +157,7 @@ def real_reference(real:SliceData, # real slices with a train/val split (in memo
                   )->dict:
     "What an evaluation needs of the real slices, computed once and shared by all groups: features and floor, audit reference, real diversity."
     if reference not in ('train', 'val', 'all'): raise ValueError(f"reference must be 'train', 'val' or 'all', got {reference!r}")
-    dev = _device(device) if device is not None else default_device()
+    dev = as_device(device)
     tr, va = real.train, real.val
     nets, feats = feature_nets(feature, weights, download, dev, strict), {}
     for name in ('main', 'standin'):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_sampling.ipynb #f142f72b
 from __future__ import annotations
-import hashlib, json, math, os, time
+import hashlib, json, math, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -12,27 +12,17 @@ import ipywidgets as W
 import torch
 from diffusers import UNet2DModel, DDPMScheduler, DDIMScheduler, DPMSolverMultistepScheduler
 from tqdm.auto import tqdm
-from .data import DataError, tile, to_png
+from .data import DataError, _why, tile, to_png
+from .weights import as_device
 from .unet import bf16_native, null_class
 from .schedule import DIFFUSERS_BETA_SCHEDULE, NoiseSchedule
 from .guidance import GUIDANCE_METHODS, Guidance, combine, step_scale, new_state, cfgpp_inputs, cfgpp_lambda, threshold_settings
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'DEFAULT_STEPS', 'MAX_N', 'MAX_SEED', 'MAX_BATCH', 'as_device', 'DiffusionModel', 'find_weights',
-           'load_model', 'guide', 'guided_pair', 'guided_output', 'make_scheduler', 'image_seed', 'image_generators',
-           'initial_noise', 'net_output', 'check_sampling', 'weak_unet', 'sample', 'grid_sampler', 'compare_samplers',
-           'sampling_widget', 'trajectory_widget']
-
-# %% ../nbs/04_sampling.ipynb #88ad7812
-def as_device(device=None, # 'cuda', 'cuda:1', 'cpu', a torch.device, or None: CUDA when available
-             )->torch.device:
-    "The device to run on; under `accelerate launch` bare 'cuda' means this process's own GPU (LOCAL_RANK)."
-    local = lambda: torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
-    if device is None: return local() if torch.cuda.is_available() else torch.device('cpu')
-    try: dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError): raise ValueError(f"unknown device {device!r} (use cuda, cuda:N or cpu)") from None
-    if dev.type == 'cuda' and not torch.cuda.is_available(): raise ValueError(f"device {device}: CUDA is not available on this machine (use cpu)")
-    return local() if dev.type == 'cuda' and dev.index is None else dev
+__all__ = ['SAMPLERS', 'DEFAULT_STEPS', 'MAX_N', 'MAX_SEED', 'MAX_BATCH', 'DiffusionModel', 'find_weights', 'load_model', 'guide',
+           'guided_pair', 'guided_output', 'make_scheduler', 'image_seed', 'image_generators', 'initial_noise',
+           'net_output', 'check_sampling', 'weak_unet', 'sample', 'grid_sampler', 'compare_samplers', 'sampling_widget',
+           'trajectory_widget']
 
 # %% ../nbs/04_sampling.ipynb #acad5414
 @dataclass
@@ -59,10 +49,6 @@ def _files_id(folder:Path)->str:
     h = hashlib.sha256()
     for f in sorted(folder.glob('*.safetensors')): h.update(f.read_bytes())
     return h.hexdigest()[:12]
-
-def _why(e:BaseException)->str:
-    s = str(e).strip()
-    return s.splitlines()[0][:120] if s else type(e).__name__
 
 # %% ../nbs/04_sampling.ipynb #3dbe2222
 def find_weights(path, # 'demo', 'demo-weak', a run directory, a checkpoint, or a diffusers U-Net folder

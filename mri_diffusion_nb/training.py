@@ -19,7 +19,7 @@ from diffusers import UNet2DModel, DDPMScheduler
 from diffusers.optimization import get_scheduler
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-from .data import augment, load_cache, mni152_slices, tile, to_png
+from .data import _why, augment, load_cache, mni152_slices, tile, to_png
 from .files import FileError, atomic_dir, atomic_path, check_writable, clean_temps, output_lock
 from .unet import bf16_native, build_unet, get_preset, null_class
 from .schedule import NoiseSchedule
@@ -343,8 +343,6 @@ def _load_unet(folder:Path)->UNet2DModel:
         raise CheckpointError(f"{folder}: no diffusion_pytorch_model.safetensors (pickled .bin weights are never loaded)")
     try: return UNet2DModel.from_pretrained(folder, use_safetensors=True)
     except Exception as e: raise CheckpointError(f"{folder}/diffusion_pytorch_model.safetensors: damaged ({_why(e)})") from None
-
-def _why(e:BaseException)->str: return (str(e).strip().splitlines() or [type(e).__name__])[0][:100]
 
 # %% ../nbs/03_training.ipynb #c7b07b07
 def load_checkpoint(ckpt)->dict:

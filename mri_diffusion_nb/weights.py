@@ -13,13 +13,22 @@ from .data import DataError, _why
 from .files import atomic_path
 
 # %% auto #0
-__all__ = ['INCEPTION_FILE', 'INCEPTION_URL', 'INCEPTION_ENV', 'LPIPS_ENV', 'LPIPS_BACKBONES', 'default_device', 'module_device',
+__all__ = ['INCEPTION_FILE', 'INCEPTION_URL', 'INCEPTION_ENV', 'LPIPS_ENV', 'LPIPS_BACKBONES', 'as_device', 'module_device',
            'chunks', 'WeightsError', 'hub_checkpoint_dir', 'resolve_weights']
 
 # %% ../nbs/93_weights.ipynb #f530309b
-def default_device()->torch.device:
-    "CUDA when available, else the CPU: the default device of `evaluate`."
-    return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+def as_device(device=None, # 'cuda', 'cuda:1', 'cpu', a torch.device, or None: CUDA when available
+             )->torch.device:
+    "The device to run on (the one place that decides); under `accelerate launch` bare 'cuda' is this process's own GPU (LOCAL_RANK)."
+    local = lambda: torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
+    if device is None: return local() if torch.cuda.is_available() else torch.device('cpu')
+    try: dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError): raise ValueError(f"--device {device}: unknown device (use cuda, cuda:N or cpu)") from None
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine (use cpu)")
+    if dev.type == 'cuda' and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: no such GPU (this machine has {torch.cuda.device_count()})")
+    return local() if dev.type == 'cuda' and dev.index is None else dev
 
 def _device(device=None, images=None)->torch.device:
     "`device` if given, else where `images` lives (the CPU for a lazy store)."
