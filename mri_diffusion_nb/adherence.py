@@ -129,7 +129,7 @@ def _shipped_path()->Path:
 def shipped_judge(real:SliceData, # the real slices samples are judged against
                   device=None, # where the classifier is loaded (default the CPU)
                  )->SliceClassifier|None:
-    "The classifier shipped beside the demo model when `real` is the data it was trained on (the built-in slices at its size), else None."
+    "The demo model's shipped classifier when `real` is the data it was trained on, else None."
     f = _shipped_path()
     if real.settings.get('source') != 'mni152' or not f.is_file(): return None
     clf = load_classifier(f, device=_device(device, real.images))
@@ -141,5 +141,5 @@ def judge_for(real:SliceData, # the real slices samples are judged against
               device=None, # where it runs (default the CPU)
               progress:bool=False, # progress bar while training one
              )->SliceClassifier:
-    "The class-adherence judge for `real`: the shipped classifier where it applies (`shipped_judge`), else `train_classifier(real)`."
+    "The class-adherence judge for `real`: the shipped classifier where it applies, else `train_classifier(real)`."
     return shipped_judge(real, device) or train_classifier(real, progress=progress, device=device)

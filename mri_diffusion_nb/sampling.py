@@ -302,8 +302,9 @@ def grid_sampler(model, # the U-Net being trained (its EMA copy)
                  schedule:NoiseSchedule, # the run's noise schedule
                  guidance:float, # w
                 )->torch.Tensor:
-    "The sampler a training run draws its sample grids with (`train(..., sample_fn=grid_sampler)`): stochastic DPM-Solver++, 20 steps."
-    return sample(model, classes=classes, schedule=schedule, guidance=guidance, sampler='dpm-sde', steps=20, autocast=True)
+    "The sampler of a training run's sample grids (`sample_fn=grid_sampler`): stochastic DPM-Solver++, 20 steps."
+    return sample(model, classes=classes, schedule=schedule, guidance=guidance, sampler='dpm-sde', steps=20,
+                  autocast=True)
 
 # %% ../nbs/04_sampling.ipynb #fdeb4ffb
 def compare_samplers(model:DiffusionModel, # the model
@@ -317,7 +318,8 @@ def compare_samplers(model:DiffusionModel, # the model
     out = {}
     for s, n in configs:
         t0 = time.time()
-        imgs = sample(model, classes=classes, guidance=guidance, sampler=s, steps=n, seed=seed, autocast=autocast, net_batch=net_batch)
+        imgs = sample(model, classes=classes, guidance=guidance, sampler=s, steps=n, seed=seed, autocast=autocast,
+                      net_batch=net_batch)
         out[f"{s}-{n}"] = dict(images=imgs, seconds=time.time() - t0)
     return out
 

@@ -247,7 +247,7 @@ def step_loader(ds:StepBatches, start:int, end:int, workers:int=0, pin:bool=Fals
 
 # %% ../nbs/03_training.ipynb #af23d7f6
 def drop_labels(y:torch.Tensor, # class labels (B,)
-                drop:torch.Tensor, # (B,) bool: True where the label is dropped (`batch_draws` draws it with probability p_uncond)
+                drop:torch.Tensor, # (B,) bool, True where the label is dropped (`batch_draws`: probability p_uncond)
                 null:int, # the null class index
                )->torch.Tensor:
     "Classifier-free guidance's label dropout: the labels where `drop` is True become the null class ∅."

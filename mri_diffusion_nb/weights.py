@@ -19,11 +19,12 @@ __all__ = ['INCEPTION_FILE', 'INCEPTION_URL', 'INCEPTION_ENV', 'LPIPS_ENV', 'LPI
 # %% ../nbs/93_weights.ipynb #f530309b
 def as_device(device=None, # 'cuda', 'cuda:1', 'cpu', a torch.device, or None: CUDA when available
              )->torch.device:
-    "The device to run on (the one place that decides); under `accelerate launch` bare 'cuda' is this process's own GPU (LOCAL_RANK)."
+    "The device to run on; under `accelerate launch` a bare 'cuda' is this process's own GPU (LOCAL_RANK)."
     local = lambda: torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count())
     if device is None: return local() if torch.cuda.is_available() else torch.device('cpu')
     try: dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError): raise ValueError(f"--device {device}: unknown device (use cuda, cuda:N or cpu)") from None
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"--device {device}: unknown device (use cuda, cuda:N or cpu)") from None
     if dev.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: CUDA is not available on this machine (use cpu)")
     if dev.type == 'cuda' and dev.index is not None and dev.index >= torch.cuda.device_count():
