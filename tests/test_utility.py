@@ -65,7 +65,8 @@ def test_cli_utility(fake, tmp_path):
     rep = json.loads((tmp_path/'rep'/'report.json').read_text())
     assert [r['condition'] for r in rep['runs']] == ['real 100%', 'synthetic only', 'real 50%', 'real 50% + synthetic']
     assert rep['protocol']['n_synthetic'] == 8 and rep['protocol']['n_test_real'] > 0
-    assert all(0 <= r['accuracy'] <= 1 for r in rep['runs'])
+    n = rep['protocol']['n_test_real']                                         # an accuracy is a count of held-out slices over n
+    assert all(r['n_test'] == n and abs(r['accuracy']*n - round(r['accuracy']*n)) < 1e-6 for r in rep['runs'])
     md = (tmp_path/'rep'/'report.md').read_text()
     assert 'held-out real slices' in md and 'Real data replaced at equal accuracy' in md
     for bad, msg in ((['--fractions', '0.5,x'], '--fractions must be'), (['--fractions', '1.5'], 'strictly between'), (['--seeds', '0'], '--seeds')):
