@@ -9,7 +9,7 @@ whatever happened.
 Screenshots go to $MRI_DIFFUSION_SCREENSHOTS (default: the test's tmp_path).
 Needs Debian's `chromium` and the `playwright` Python package (no browser download); skipped without them.
 """
-import ast, builtins, json, os, re, secrets, shutil, signal, socket, subprocess, symtable, sys, time
+import ast, builtins, json, os, re, secrets, signal, subprocess, symtable, sys, time
 import urllib.error, urllib.request
 from pathlib import Path
 import pytest

@@ -1,7 +1,6 @@
 """The stale-output guard (`tools/check_outputs.py`, run by `.ci/run`): it passes on a freshly executed chapter and fails on one
 whose source was edited after it ran, or whose displayed expression has no output."""
 import json, subprocess, sys
-from pathlib import Path
 from conftest import REPO
 
 sys.path.insert(0, str(REPO/'tools'))

@@ -1,5 +1,5 @@
 """Chapter 00 from the outside: the `data` subcommand end to end, folders split by subject, orientation, and every bad input."""
-import gzip, os, subprocess, sys
+import os, subprocess, sys
 from pathlib import Path
 import numpy as np
 import nibabel as nib

@@ -6,7 +6,6 @@ from PIL import Image
 from pathlib import Path
 import pytest
 from conftest import cli, lock_held_elsewhere, one_line_error
-from mri_diffusion_nb.training import train, train_config
 from mri_diffusion_nb.data import mni152_slices, save_cache
 from mri_diffusion_nb.sampling import find_weights
 

@@ -5,8 +5,6 @@ import numpy as np
 import pytest
 import torch
 from conftest import cli, free_port, lock_held_elsewhere, one_line_error
-from mri_diffusion_nb.training import train, train_config
-from mri_diffusion_nb.data import mni152_slices
 from mri_diffusion_nb.sampling import load_model, sample, guide
 from mri_diffusion_nb.export import to_uint, nifti_to_image, generate
 

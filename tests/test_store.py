@@ -5,7 +5,7 @@ import numpy as np
 import nibabel as nib
 import pytest
 import torch
-from conftest import cli, write_ixi, write_brats, REPO
+from conftest import cli, write_ixi, write_brats
 from mri_diffusion_nb.data import Volume, to_grid, load_volume, mni152_slices, DataError
 from mri_diffusion_nb.store import open_data, read_index, SliceDataset, StoreData
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 import torch
-from conftest import cli, free_port, lock_held_elsewhere, one_line_error, REPO
+from conftest import cli, free_port, lock_held_elsewhere, one_line_error
 from diffusers import UNet2DModel
 from mri_diffusion_nb.training import (StepBatches, TrainConfig, TrainingError, batch_indices, latest_checkpoint, read_metrics, train,
                                        train_config, weights_hash)
@@ -155,7 +155,6 @@ def test_two_processes(tmp_path):
     assert r0['whole'] == weights_hash(UNet2DModel.from_pretrained(tmp_path/'whole'/'model'))
     b0, b1 = dict((s, j) for s, j in r0['batches']), dict((s, j) for s, j in r1['batches'])
     assert sorted(b0) == sorted(b1) == list(range(6))
-    n = mni152_slices(res=32).split.count('train')
     for s in range(6):
         assert not set(b0[s]) & set(b1[s])                                     # disjoint shares
         assert len(b0[s]) == len(b1[s]) == 4
