@@ -31,6 +31,7 @@ def as_device(device=None, # 'cuda', 'cuda:1', 'cpu', a torch.device, or None: C
         raise ValueError(f"--device {device}: no such GPU (this machine has {torch.cuda.device_count()})")
     return local() if dev.type == 'cuda' and dev.index is None else dev
 
+# %% ../nbs/93_weights.ipynb #49ed32bb
 def _device(device=None, images=None)->torch.device:
     "`device` if given, else where `images` lives (the CPU for a lazy store)."
     if device is not None: return torch.device(device)
