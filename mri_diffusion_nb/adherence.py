@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from .data import DataError, SliceData, augment, _why
 from .files import atomic_path
 from .weights import _device, _resize, chunks, module_device
+from .sampling import _demo_dir
 
 # %% auto #0
 __all__ = ['SliceClassifier', 'class_adherence', 'train_classifier', 'save_classifier', 'load_classifier', 'shipped_judge',
@@ -122,15 +123,11 @@ def load_classifier(path, # a file written by `save_classifier`
     return m.eval()
 
 # %% ../nbs/05d_adherence.ipynb #2fd537ab
-def _shipped_path()->Path:
-    import mri_diffusion_nb
-    return Path(mri_diffusion_nb.__file__).parent/'assets'/'demo'/'classifier.safetensors'
-
 def shipped_judge(real:SliceData, # the real slices samples are judged against
                   device=None, # where the classifier is loaded (default the CPU)
                  )->SliceClassifier|None:
     "The demo model's shipped classifier when `real` is the data it was trained on, else None."
-    f = _shipped_path()
+    f = _demo_dir()/'classifier.safetensors'
     if real.settings.get('source') != 'mni152' or not f.is_file(): return None
     clf = load_classifier(f, device=_device(device, real.images))
     same = (clf.config['res'], clf.config['class_names'], clf.info.get('n_train'), clf.info.get('n_val')) == \
