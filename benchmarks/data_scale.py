@@ -57,7 +57,7 @@ def synthetic_store(out:Path, n_slices:int, res:int=256, per_shard:int=100):
                                                   storage=dict(dtype='uint8', decode='x = q*2/max - 1'))))
 
 def throughput(store:str, batch:int=64, workers:int=2, n_batches:int=40, path:str='training')->float:
-    """Images per second delivered after 3 warm-up batches. `path='training'`: chapter 03's loader (`StepBatches`: each item is a
+    """Images per second delivered after 3 warm-up batches. `path='training'`: chapter 16's loader (`StepBatches`: each item is a
     whole batch read in one call, no collation, shuffling a function of (seed, step)); `'dataset'`: `SliceDataset` with default collation."""
     import torch
     from mri_diffusion_nb.store import open_data, SliceDataset
@@ -76,7 +76,7 @@ def throughput(store:str, batch:int=64, workers:int=2, n_batches:int=40, path:st
 
 def a100_rows(rows:list, measured:float):
     "What one A100 consumes training the paper preset, and the ratio to `measured` images/s."
-    flops = 3*496e9  # chapter 01: paper U-Net, 496 GFLOP per forward at 256 px; a training step (forward + backward) is about 3 forwards
+    flops = 3*496e9  # chapter 12: paper U-Net, 496 GFLOP per forward at 256 px; a training step (forward + backward) is about 3 forwards
     a100 = 0.4*312e12/flops
     rows.append(('one A100 training the paper preset (3 x 496 GFLOP/image at 40% MFU of 312 TFLOP/s bf16)', f'{a100:.0f} images/s'))
     rows.append(('  best DataLoader figure / A100 consumption (goal >= 5)', f'{measured/a100:.1f}x'))

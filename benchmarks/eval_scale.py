@@ -67,7 +67,7 @@ def make_real(folder, n, res, seed=0):
 
 def child(args):
     "One size in a fresh process: set up, time `evaluate`, then count its FLOPs; print a JSON line."
-    from mri_diffusion_nb import adherence, features, metrics as M
+    from mri_diffusion_nb import adherence, features, report as M
     torch.set_num_threads(args.threads)
     meta = json.loads(Path(args.meta).read_text())
     real = LazyReal(meta['path'], np.array(meta['labels']), np.array(meta['is_val']), meta['res'], meta['class_names'])

@@ -1,4 +1,4 @@
-"""Guidance methods side by side in one run (chapter 04b): every method x sampler x guidance scale on the demo model (or a run directory), the same seeds everywhere.
+"""Guidance methods side by side in one run (chapter 17): every method x sampler x guidance scale on the demo model (or a run directory), the same seeds everywhere.
 
     OMP_NUM_THREADS=2 python benchmarks/guidance_methods.py [--per-class 32] [--guidance 7,3,1] [--samplers dpm-sde-20,dpm-20,ddim-50,ddpm-1000]
                                                         [--methods cfg,interval,...] [--out nbs/guidance_study.json]
@@ -15,7 +15,7 @@ from mri_diffusion_nb.data import mni152_slices
 from mri_diffusion_nb.files import atomic_path
 from mri_diffusion_nb.guidance import GUIDANCE_METHODS, Guidance, step_scale
 from mri_diffusion_nb.adherence import load_classifier
-from mri_diffusion_nb.metrics import evaluate, real_reference
+from mri_diffusion_nb.report import evaluate, real_reference
 from mri_diffusion_nb.sampling import find_weights, load_model, make_scheduler, sample
 
 SAME_AS_CFG_AT_1 = ('interval', 'rescale', 'apg', 'auto')  # w = 1: each of these is the conditional prediction alone, image for image

@@ -296,30 +296,30 @@ def _browser(f):
 
 def test_trim_keeps_what_the_widget_needs(tmp_path):
     "The trimmed copies keep the chapter's own cells, in order, ending with the widget cell, and skip the expensive demos."
-    s = trim_notebook(NBS/'04_sampling.ipynb', tmp_path/'s.ipynb', 'sampling_widget(dm)')
+    s = trim_notebook(NBS/'18_sampling.ipynb', tmp_path/'s.ipynb', 'sampling_widget(dm)')
     assert 'sampling_widget(dm)' in s[-1] and any("load_model('demo'" in c for c in s)
     assert any('def sampling_widget' in c for c in s) and not any('compare_samplers(dm' in c for c in s)
-    t = trim_notebook(NBS/'02_schedule.ipynb', tmp_path/'t.ipynb', 'timestep_widget(x0)')
+    t = trim_notebook(NBS/'13_schedule.ipynb', tmp_path/'t.ipynb', 'timestep_widget(x0)')
     assert 'timestep_widget(x0)' in t[-1] and any('x0 =' in c for c in t) and any('def timestep_widget' in c for c in t)
-    allsrc = [''.join(c['source']) for c in json.loads((NBS/'04_sampling.ipynb').read_text())['cells']]
+    allsrc = [''.join(c['source']) for c in json.loads((NBS/'18_sampling.ipynb').read_text())['cells']]
     assert [allsrc.index(c) for c in s] == sorted(allsrc.index(c) for c in s)
 
 @_browser
 def test_schedule_timestep_slider(browser, lab, shots):
-    "Chapter 02: moving the t slider from 800 (noise) to 0 brings the clean slice back."
-    _slider_changes_image(browser, lab, shots, '02_schedule.ipynb', 'timestep_widget(x0)', 't', 'Home', 'img.widget-image',
+    "Chapter 13: moving the t slider from 800 (noise) to 0 brings the clean slice back."
+    _slider_changes_image(browser, lab, shots, '13_schedule.ipynb', 'timestep_widget(x0)', 't', 'Home', 'img.widget-image',
                           'schedule_t', min_frac=0.2, expect='t = 0:')
 
 @_browser
 def test_sampling_guidance_slider(browser, lab, shots):
-    """Chapter 04: Home moves the guidance slider from 7 to 0, a setting the kernel has not sampled yet: the grid is resampled without the class.
+    """Chapter 18: Home moves the guidance slider from 7 to 0, a setting the kernel has not sampled yet: the grid is resampled without the class.
     (A small move, 7 to 4.5, changes too little to test: the shipped model keeps the class at both.)"""
-    _slider_changes_image(browser, lab, shots, '04_sampling.ipynb', 'sampling_widget(dm)', 'guidance', 'Home', 'img.widget-image',
+    _slider_changes_image(browser, lab, shots, '18_sampling.ipynb', 'sampling_widget(dm)', 'guidance', 'Home', 'img.widget-image',
                           'sampling_guidance', min_frac=0.05, expect='w = 0,')
 
 @_browser
 def test_guidance_method_picker(browser, lab, shots):
-    """Chapter 04b: choosing plain CFG in the method picker (the widget opens on APG) resamples the same seeds under the other method,
+    """Chapter 18: choosing plain CFG in the method picker (the widget opens on APG) resamples the same seeds under the other method,
     a setting the kernel has not sampled yet: at w = 7 the two give visibly different slices."""
-    _slider_changes_image(browser, lab, shots, '04b_guidance.ipynb', "sampling_widget(dm, guidance_method='apg')", 'method', None, 'img.widget-image',
+    _slider_changes_image(browser, lab, shots, '18_sampling.ipynb', "sampling_widget(dm, guidance_method='apg')", 'method', None, 'img.widget-image',
                           'guidance_method', min_frac=0.05, expect=', cfg, ', pick='cfg')

@@ -19,6 +19,21 @@ def test_python_m_runs_the_cli(tmp_path):
         else: assert p.returncode == 2 and err.count('\n') == 1 and '--n' in err, (mod, out, err)
     assert not (tmp_path/'x').exists()
 
+def test_help_and_bad_options_need_no_torch(capsys):
+    "`--help` and an argparse error load neither torch nor diffusers (their time is printed; the goal is under 1 s here)."
+    import time
+    code = ("import sys, time; t = time.perf_counter(); from mri_diffusion_nb.cli import main\n"
+            "try: main(sys.argv[1:])\nexcept SystemExit as e: s = e.code\n"
+            "print(time.perf_counter() - t, any(m.split('.')[0] in ('torch', 'diffusers') for m in sys.modules))")
+    for args in (['--help'], ['train', '--preset', 'nope', '--out', 'x'], ['sample', '--sampler']):
+        t0 = time.perf_counter()
+        r = _run('-c', code, *args, env=dict(os.environ, OMP_NUM_THREADS='1'))
+        wall = time.perf_counter() - t0
+        inproc, heavy = r.stdout.split()[-2:]
+        assert heavy == 'False', (args, r.stdout, r.stderr)
+        assert (r.stderr.count('\n') == 1 and 'error:' in r.stderr) if args != ['--help'] else 'usage:' in r.stdout
+        with capsys.disabled(): print(f"\nmri-diffusion {' '.join(args)}: {wall:.2f} s in a fresh process ({float(inproc):.2f} s in main)")
+
 def _small_files(limit):
     def pre():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, as a full disk fails with ENOSPC

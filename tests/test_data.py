@@ -1,4 +1,4 @@
-"""Chapter 00 from the outside: the `data` subcommand end to end, folders split by subject, orientation, and every bad input."""
+"""Chapter 10 from the outside: the `data` subcommand end to end, folders split by subject, orientation, and every bad input."""
 import os, subprocess, sys
 from pathlib import Path
 import numpy as np

@@ -1,4 +1,4 @@
-"""The evaluation (chapters 05 to 05e) and the main job from the outside: `mri-diffusion evaluate` and `mri-diffusion demo` end to end, and every bad input of `evaluate`."""
+"""The evaluation (chapters 20 to 05e) and the main job from the outside: `mri-diffusion evaluate` and `mri-diffusion demo` end to end, and every bad input of `evaluate`."""
 import json, os, subprocess, sys
 import numpy as np
 import torch
@@ -142,7 +142,7 @@ def test_evaluate_locked_out(fake, tmp_path):
 KILL_MID_WRITE = r"""
 import json, os, sys, matplotlib; matplotlib.use('Agg')
 import matplotlib.pyplot as plt
-from mri_diffusion_nb import metrics as M
+from mri_diffusion_nb import report as M
 rep = json.loads(open(sys.argv[1]).read())
 class Kill:
     dpi = 72
@@ -166,7 +166,7 @@ def test_evaluate_report_is_a_set_killed_mid_write(fake, tmp_path):
     assert not list(tmp_path.glob('.tmp-rep-*')) and (out/'report.json').exists()
 
 def test_evaluate_reads_every_png_once(fake, tmp_path, monkeypatch):
-    from mri_diffusion_nb import metrics as M, cli as C
+    from mri_diffusion_nb import report as M, cli as C
     calls = []
     real_read = M.read_png
     monkeypatch.setattr(M, 'read_png', lambda p: calls.append(str(p)) or real_read(p))

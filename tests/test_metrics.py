@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from mri_diffusion_nb.data import DataError, SliceData
-from mri_diffusion_nb import weights as W, features as FE, frechet as FR, paired as PA, memorization as ME, adherence as AD, metrics as M
+from mri_diffusion_nb import runtime as W, features as FE, frechet as FR, paired as PA, memorization as ME, adherence as AD, report as M
 from mri_diffusion_nb.files import FileError
-from mri_diffusion_nb.export import MANIFEST_REQUIRED
+from mri_diffusion_nb.generate import MANIFEST_REQUIRED
 
 
 def blobs(n=48, res=32, seed=0):

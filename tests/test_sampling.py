@@ -1,4 +1,4 @@
-"""Chapter 04 from the outside: determinism, the three file formats read back, the manifest, a real kill and resume of bulk generation, bad inputs."""
+"""Chapter 18 from the outside: determinism, the three file formats read back, the manifest, a real kill and resume of bulk generation, bad inputs."""
 import csv, os, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import cli, free_port, lock_held_elsewhere, one_line_error
 from mri_diffusion_nb.sampling import load_model, sample, guide
-from mri_diffusion_nb.export import to_uint, nifti_to_image, generate
+from mri_diffusion_nb.generate import to_uint, nifti_to_image, generate
 
 @pytest.fixture
 def run(tiny_run):
@@ -148,7 +148,7 @@ def test_two_ranks_in_turn_write_the_bytes_of_one(run, tmp_path, monkeypatch):
     """Two ranks simulated in this process, one after the other: each writes its share (i % 2) and its own part file; the next run folds
     them into one manifest, byte-identical to one process with another batch size (the slow tier runs torchrun with 2 processes)."""
     import json
-    import mri_diffusion_nb.export as E
+    import mri_diffusion_nb.generate as E
     m = load_model(run, device='cpu')
     g = dict(n=5, steps=3, sampler='dpm-sde', formats=('png', 'dicom'), progress=False, run_id='fixed')
     generate(m, tmp_path/'one', batch_size=3, **g)
@@ -174,7 +174,7 @@ def test_two_processes_write_the_same_bytes(run, tmp_path):
     script = tmp_path/'gen.py'
     script.write_text(f"""import sys
 from mri_diffusion_nb.sampling import load_model
-from mri_diffusion_nb.export import generate
+from mri_diffusion_nb.generate import generate
 m = load_model({str(run)!r}, device='cpu')
 stop = int(sys.argv[3]) if len(sys.argv) > 3 else None  # stop as if killed after this many batches per process
 generate(m, sys.argv[1], n=7, steps=4, sampler='dpm-sde', formats=('png', 'nifti', 'dicom'), batch_size=int(sys.argv[2]), progress=False, run_id='fixed', stop_after=stop)
@@ -199,7 +199,7 @@ generate(m, sys.argv[1], n=7, steps=4, sampler='dpm-sde', formats=('png', 'nifti
 
 def test_nifti_and_dicom_put_a_marker_at_the_same_corner(tmp_path):
     import nibabel as nib, pydicom
-    from mri_diffusion_nb.export import save_nifti, save_dicom, slice_geometry
+    from mri_diffusion_nb.generate import save_nifti, save_dicom, slice_geometry
     im = -torch.ones(20, 16); im[0, 0] = 1  # top-left pixel: subject's left, anterior (axial)
     g = slice_geometry(im.shape, 2.5, 4.0, 'axial', index=3)
     save_nifti(im, tmp_path/'a.nii.gz', geometry=g); save_dicom(im, tmp_path/'a.dcm', geometry=g)
@@ -216,7 +216,7 @@ def test_nifti_and_dicom_put_a_marker_at_the_same_corner(tmp_path):
     assert nii.header.get_zooms() == (2.5, 2.5, 4.0) and float(d.SliceThickness) == 4.0 and list(map(float, d.PixelSpacing)) == [2.5, 2.5]
 
 def test_demo_geometry_is_the_real_spacing():
-    from mri_diffusion_nb.export import model_geometry
+    from mri_diffusion_nb.generate import model_geometry
     import nibabel as nib
     from mri_diffusion_nb.data import mni152_path
     img = nib.as_closest_canonical(nib.load(mni152_path()))

@@ -30,7 +30,7 @@ MUST_SHOW = {
     'adherence.html': ['def class_adherence'],
 }
 PAGES = ['index.html', 'data.html', 'unet.html', 'schedule.html', 'reverse.html', 'training.html', 'sampling.html', 'guidance.html',
-         'features.html', 'frechet.html', 'paired.html', 'memorization.html', 'adherence.html', 'report.html', 'weights.html', 'export.html']
+         'features.html', 'frechet.html', 'paired.html', 'memorization.html', 'adherence.html', 'report.html', 'runtime.html', 'generate.html']
 
 @pytest.fixture(scope='module')
 def site(tmp_path_factory):

@@ -110,7 +110,7 @@ def test_bad_options_one_line(tmp_path, bad):
 
 @pytest.mark.slow
 def test_kill_9_then_resume_equals_uninterrupted(tmp_path, mni_small):
-    "A real kill -9 of the CLI and its 2 worker processes (chapter 91 kills a one-process build in the default tier)."
+    "A real kill -9 of the CLI and its 2 worker processes (chapter 11 kills a one-process build in the default tier)."
     write_brats(tmp_path/'b', mni_small, n=6)
     args = ['data', '--source', tmp_path/'b', '--modality', 't1', '--res', 32, '--slice-mm', 3]
     assert cli(*args, '--out', tmp_path/'whole').returncode == 0   # serial, in this process

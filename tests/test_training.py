@@ -1,4 +1,4 @@
-"""Chapter 03 from the outside: `mri-diffusion train` end to end, a real kill and resume, two processes, bad inputs and damaged runs."""
+"""Chapter 16 from the outside: `mri-diffusion train` end to end, a real kill and resume, two processes, bad inputs and damaged runs."""
 import json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
@@ -52,7 +52,7 @@ def test_tiny_trains_and_loss_falls(tmp_path):
     losses = [m['loss'] for m in read_metrics(run)]
     assert len(losses) == 15 and all(map(lambda l: l == l, losses))
     assert sum(losses[-3:])/3 < 0.7*sum(losses[:3])/3, losses
-    assert sorted(p.name for p in (run/'samples').iterdir()) == ['step-0000150.png']   # the end-of-run grid from chapter 04's sampler
+    assert sorted(p.name for p in (run/'samples').iterdir()) == ['step-0000150.png']   # the end-of-run grid from chapter 18's sampler
     with Image.open(run/'samples'/'step-0000150.png') as im: assert (im.size, im.mode) == ((4*32, 2*32), 'L')  # a column per class, two rows
     cfg = TrainConfig.from_json((run/'config.json').read_text())
     assert cfg.class_names == mni152_slices(res=32).class_names
@@ -291,7 +291,7 @@ def test_batch_indices_are_lazy_and_pure():
 def test_paper_preset_trains_and_resumes_at_256_px_on_the_cpu(tmp_path):
     "The paper preset (256 px, dropout 0.1) through the CLI on the CPU: 1 step, resumed to 2, 2 images with dpm-sde at 4 steps, evaluated (minutes on a 2-core CPU)."
     run = tmp_path/'paper'
-    # fp32 on every CPU (bf16 falls back to fp32 where it is not native anyway; see bf16_native in chapter 01)
+    # fp32 on every CPU (bf16 falls back to fp32 where it is not native anyway; see bf16_native in chapter 12)
     args = ['--preset', 'paper', '--batch-size', 2, '--grad-accum', 1, '--ckpt-every', 1, '--log-every', 1, '--sample-every', 0, '--device', 'cpu',
             '--mixed-precision', 'no']
     r = cli('train', *args, '--out', run, '--steps', 1, timeout=3600)

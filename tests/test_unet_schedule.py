@@ -1,4 +1,4 @@
-"Tests for chapters 01 (unet) and 02 (schedule): what the notebooks can't show."
+"Tests for chapters 12 (unet) and 02 (schedule): what the notebooks can't show."
 import json, subprocess, sys
 import pytest
 import torch

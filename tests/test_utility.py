@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import cli
 from mri_diffusion_nb.data import SliceData
-from mri_diffusion_nb.utility import conditions, equivalent_real, stratified_subset, summarise, utility_experiment
+from mri_diffusion_nb.downstream import conditions, equivalent_real, stratified_subset, summarise, utility_experiment
 
 @pytest.fixture
 def fake(demo_fake):

@@ -1,4 +1,4 @@
-"""The model card's guidance section, from chapter 04b's study (`nbs/guidance_study.json`): which method and sampler to use at w = 7, and the rows that say why.
+"""The model card's guidance section, from chapter 17's study (`nbs/guidance_study.json`): which method and sampler to use at w = 7, and the rows that say why.
 
     python tools/card_guidance.py [--study nbs/guidance_study.json] [--card mri_diffusion_nb/assets/demo/MODEL_CARD.md]
 
@@ -26,7 +26,7 @@ Use **`--guidance-method {best['method']}` with `--sampler {best['sampler'].rspl
 On this model even its worst class keeps the requested level in {min(best['per_class']):.0%} of samples, and its diversity (mean pairwise MS-SSIM within a class) is {abs(gap):.1%} {'below' if gap < 0 else 'above'} the real slices',
 which meets the goal set for a 20-step sampler (every class within 2 points of DDPM-1000, diversity within 5 % of the real slices').
 
-Measured in chapter 04b's study (`benchmarks/guidance_methods.py`): {study['protocol']}.
+Measured in chapter 17's study (`benchmarks/guidance_methods.py`): {study['protocol']}.
 
 | sampler | method | adherence | per class | MS-SSIM (real) | stand-in FD | NFE | goal |
 |---|---|---|---|---|---|---|---|

@@ -8,8 +8,8 @@
   unless the cell says `#| no_output` (an expression the reader should not see run, e.g. a server call).
 
     python tools/check_outputs.py                 # every notebook in nbs/
-    python tools/check_outputs.py nbs/04_sampling.ipynb
-    python tools/run_nb.py nbs/04_sampling.ipynb  # the fix: re-execute the chapter it names
+    python tools/check_outputs.py nbs/18_sampling.ipynb
+    python tools/run_nb.py nbs/18_sampling.ipynb  # the fix: re-execute the chapter it names
 
 Exit status 1 with one line per finding; 0 when every stored output is current.
 """

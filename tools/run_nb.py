@@ -2,8 +2,8 @@
 Each cell it runs is stamped with the hash of its source (`tools/check_outputs.py` fails when they drift apart); cells it
 skips keep their stored outputs and stamps.
 
-    OMP_NUM_THREADS=1 python tools/run_nb.py nbs/04_sampling.ipynb && nbdev_clean --fname nbs/04_sampling.ipynb
-    python tools/run_nb.py nbs/04b_guidance.ipynb --with slow   # also run (and keep the outputs of) cells flagged slow, as `nbdev_test --flags slow` does
+    OMP_NUM_THREADS=1 python tools/run_nb.py nbs/18_sampling.ipynb && nbdev_clean --fname nbs/18_sampling.ipynb
+    python tools/run_nb.py nbs/17_guidance.ipynb --with slow   # also run (and keep the outputs of) cells flagged slow, as `nbdev_test --flags slow` does
 """
 import json, os, sys, time
 from pathlib import Path

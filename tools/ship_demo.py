@@ -1,4 +1,4 @@
-"""Ship a demo model: copy a run's EMA weights into the package, evaluate them with chapter 05e (`evaluate`), and write the model card.
+"""Ship a demo model: copy a run's EMA weights into the package, evaluate them with chapter 25 (`evaluate`), and write the model card.
 
     python tools/ship_demo.py RUN_DIR [--n-per-class 32] [--sampler dpm-sde] [--steps 20]
 
@@ -12,7 +12,7 @@ from mri_diffusion_nb.data import mni152_slices
 from mri_diffusion_nb.training import TrainConfig, latest_checkpoint, read_metrics
 from mri_diffusion_nb.sampling import load_model, sample
 from mri_diffusion_nb.adherence import save_classifier, train_classifier
-from mri_diffusion_nb.metrics import evaluate, write_report
+from mri_diffusion_nb.report import evaluate, write_report
 from mri_diffusion_nb.unet import n_params
 from card_guidance import guidance_section  # tools/card_guidance.py
 
@@ -77,7 +77,7 @@ Hardware: {a.hardware or platform.processor() or platform.machine()} ({os.cpu_co
 
 **Status.** {status}
 
-**Evaluation** (chapter 05e `evaluate`, `tools/ship_demo.py`, measured when this card was written): {a.n_per_class} samples per class per guidance scale, plain classifier-free guidance (`cfg`), {a.sampler}-{a.steps}{' (stochastic DPM-Solver++, the default sampler)' if a.sampler == 'dpm-sde' else ''} under bf16 autocast, seed 0.
+**Evaluation** (chapter 25 `evaluate`, `tools/ship_demo.py`, measured when this card was written): {a.n_per_class} samples per class per guidance scale, plain classifier-free guidance (`cfg`), {a.sampler}-{a.steps}{' (stochastic DPM-Solver++, the default sampler)' if a.sampler == 'dpm-sde' else ''} under bf16 autocast, seed 0.
 Class adherence = accuracy of a small CNN classifier trained on the real training slices (held-out real accuracy {clf.info.get('val_accuracy', float('nan')):.1%}, trained in {clf_s:.0f} s)
 on generated slices against the class asked for. Diversity = mean pairwise MS-SSIM within a class (real training slices: {sum(v['real'] for v in div7.values())/m.n_classes:.3f}).
 Memorization = share of samples whose nearest training slice is closer (Pearson r, shifts ≤ 1 px) than 95 % of real held-out slices' nearest training slices (real data: ≈ 5 %).
@@ -93,7 +93,7 @@ FID/KID in `evaluation/` use the stand-in feature network (no Inception weights 
 
 Sampling time on this machine at w = 7, {a.n_per_class*m.n_classes} images: {times.get(7.0, float('nan')):.0f} s.
 """
-    study = Path(__file__).resolve().parents[1]/'nbs'/'guidance_study.json'  # chapter 04b's study: which guidance method to use
+    study = Path(__file__).resolve().parents[1]/'nbs'/'guidance_study.json'  # chapter 17's study: which guidance method to use
     if study.exists(): card = card.rstrip('\n') + '\n\n' + guidance_section(json.loads(study.read_text()))
     (tmp/'MODEL_CARD.md').write_text(card)
     old = DEST.with_name('.old-demo')
