@@ -24,7 +24,8 @@ __all__ = ['SliceClassifier', 'class_adherence', 'train_classifier', 'save_class
 
 # %% ../nbs/24_adherence.ipynb #2b59b2a6
 class SliceClassifier(nn.Module):
-    "A small CNN (four conv blocks, the first strided above 32 px) for one-channel slices in [-1, 1]; other sizes are resized to `res`."
+    """A small CNN (four conv blocks, the first strided above 32 px) for one-channel slices in [-1, 1];
+    other sizes are resized to `res`."""
     def __init__(self,
                  n_classes:int, # number of classes
                  width:int=16, # channels of the first layer (doubling twice)
@@ -34,16 +35,19 @@ class SliceClassifier(nn.Module):
         super().__init__()
         w = width
         block = lambda i, o, s=1: [nn.Conv2d(i, o, 3, stride=s, padding=1), nn.BatchNorm2d(o), nn.ReLU()]
-        self.body = nn.Sequential(*block(1, w, 1 if res <= 32 else 2), *block(w, 2*w), nn.MaxPool2d(2), *block(2*w, 4*w), nn.MaxPool2d(2),
-                                  *block(4*w, 4*w), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4*w, n_classes))
+        self.body = nn.Sequential(*block(1, w, 1 if res <= 32 else 2), *block(w, 2*w), nn.MaxPool2d(2),
+                                  *block(2*w, 4*w), nn.MaxPool2d(2), *block(4*w, 4*w), nn.AdaptiveAvgPool2d(1),
+                                  nn.Flatten(), nn.Linear(4*w, n_classes))
         self.config = dict(n_classes=n_classes, width=width, res=res, class_names=list(class_names or range(n_classes)))
         self.info = {}
     def forward(self, x:torch.Tensor)->torch.Tensor:
-        return self.body(_resize(x.float(), self.config['res']) if x.shape[-1] != self.config['res'] or x.shape[-2] != self.config['res'] else x.float())
+        return self.body(_resize(x.float(), self.config['res'])
+                         if x.shape[-1] != self.config['res'] or x.shape[-2] != self.config['res'] else x.float())
     @torch.no_grad()
     def predict(self, images, batch_size:int=256)->torch.Tensor:
-        "Predicted class of each image (a tensor or a lazy store, read in chunks onto the classifier's device), on the CPU."
-        was = self.training; self.eval()
+        "Predicted class of each image (tensor or lazy store, read in chunks onto the classifier's device), on the CPU."
+        was = self.training
+        self.eval()
         out = torch.cat([self(x).argmax(1).cpu() for _, x in chunks(images, batch_size, module_device(self))])
         self.train(was)
         return out
@@ -54,24 +58,27 @@ def class_adherence(classifier:SliceClassifier, # a trained classifier
                     labels:torch.Tensor, # (N,) the class each image should be
                     class_names:list|None=None, # names; default the classifier's
                    )->dict:
-    "Accuracy of the classifier on `images` against `labels`: overall, per class, and the confusion matrix (rows: intended, columns: predicted)."
+    """Accuracy of the classifier on `images` against `labels`: overall, per class, and the confusion matrix
+    (rows: intended, columns: predicted)."""
     names = list(class_names or classifier.config['class_names'])
     labels = torch.as_tensor(labels).long().cpu()
     pred = classifier.predict(images)
     k = len(names)
     conf = torch.zeros(k, k, dtype=torch.long)
     conf.index_put_((labels, pred.clamp(max=k - 1)), torch.ones_like(labels), accumulate=True)
-    per = {n: dict(accuracy=float(conf[c, c]/conf[c].sum()) if conf[c].sum() else float('nan'), n=int(conf[c].sum())) for c, n in enumerate(names)}
-    return dict(accuracy=float((pred == labels).double().mean()), n=len(labels), per_class=per, confusion=conf.tolist(), class_names=names)
+    per = {n: dict(accuracy=float(conf[c, c]/conf[c].sum()) if conf[c].sum() else float('nan'), n=int(conf[c].sum()))
+           for c, n in enumerate(names)}
+    return dict(accuracy=float((pred == labels).double().mean()), n=len(labels), per_class=per, confusion=conf.tolist(),
+                class_names=names)
 
 # %% ../nbs/24_adherence.ipynb #d2fcda74
-def train_classifier(data:SliceData, # real slices (in memory or a lazy store); trains on the 'train' split, scores the 'val' split
+def train_classifier(data:SliceData, # real slices (in memory or a lazy store): trains on 'train', scores 'val'
                      steps:int=200, # optimisation steps
                      batch_size:int=32, # images per step
                      lr:float=3e-3, # peak learning rate (AdamW, one-cycle)
                      width:int=16, # network width
                      use_augment:bool=True, # apply the training augmentation from chapter 10
-                     seed:int=0, # seed of initialisation, batches and augmentation (CPU generators: the same draws on every device)
+                     seed:int=0, # seeds init, batches and augmentation (CPU generators: same draws on every device)
                      progress:bool=True, # show a progress bar
                      device=None, # where it trains and stays; default the CPU
                     )->SliceClassifier:
@@ -89,9 +96,13 @@ def train_classifier(data:SliceData, # real slices (in memory or a lazy store); 
         x, y = torch.as_tensor(tr.images[i]).float().to(dev), torch.as_tensor(tr.labels[i]).to(dev)
         if use_augment: x = augment(x, generator=g)
         loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(); loss.backward(); opt.step(); sched.step()
-    model.info = dict(train_accuracy=class_adherence(model, tr.images, tr.labels)['accuracy'], steps=steps, batch_size=batch_size, seed=seed,
-                      n_train=len(tr), n_val=len(va), augment=use_augment, res=data.res)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    model.info = dict(train_accuracy=class_adherence(model, tr.images, tr.labels)['accuracy'], steps=steps,
+                      batch_size=batch_size, seed=seed, n_train=len(tr), n_val=len(va), augment=use_augment,
+                      res=data.res)
     if len(va): model.info['val_accuracy'] = class_adherence(model, va.images, va.labels)['accuracy']
     return model.eval()
 
@@ -103,7 +114,8 @@ def save_classifier(model:SliceClassifier, path)->Path:
     path = Path(path)
     sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
-        save_file(sd, str(tmp), metadata=dict(format=_CLF_FORMAT, config=json.dumps(model.config), info=json.dumps(model.info)))
+        save_file(sd, str(tmp), metadata=dict(format=_CLF_FORMAT, config=json.dumps(model.config),
+                                              info=json.dumps(model.info)))
     return path
 
 def load_classifier(path, # a file written by `save_classifier`
@@ -120,7 +132,8 @@ def load_classifier(path, # a file written by `save_classifier`
     if meta.get('format') != _CLF_FORMAT: raise DataError(path, 'not a classifier written by save_classifier')
     cfg = json.loads(meta['config'])
     m = SliceClassifier(cfg['n_classes'], cfg['width'], cfg['res'], cfg['class_names']).to(device)
-    m.load_state_dict(sd); m.info = json.loads(meta.get('info', '{}'))
+    m.load_state_dict(sd)
+    m.info = json.loads(meta.get('info', '{}'))
     return m.eval()
 
 # %% ../nbs/24_adherence.ipynb #2fd537ab

@@ -34,15 +34,18 @@ def data_options(a)->dict:
     if not 8 <= a.res <= 1024: raise UsageError(f"--res must be between 8 and 1024, got {a.res}")
     if a.n_classes < 1: raise UsageError(f"--n-classes must be at least 1, got {a.n_classes}")
     fov = a.fov_mm if a.pixel_mm is None else a.pixel_mm*a.res
-    if not 10 <= fov <= 1000: raise UsageError(f"field of view must be between 10 and 1000 mm, got {fov:g} (--fov-mm, or --pixel-mm x --res)")
+    if not 10 <= fov <= 1000: raise UsageError(f"field of view must be between 10 and 1000 mm, got {fov:g} "
+                                               "(--fov-mm, or --pixel-mm x --res)")
     if not 0.1 <= a.slice_mm <= 20: raise UsageError(f"--slice-mm must be between 0.1 and 20, got {a.slice_mm}")
     if a.tumour_mm2 < 0: raise UsageError(f"--tumour-mm2 must be at least 0, got {a.tumour_mm2}")
     try: bins = sorted(float(b) for b in a.bins.split(',')) if a.bins else None
     except ValueError: raise UsageError(f"--bins must be comma-separated numbers, e.g. 40,60; got {a.bins!r}") from None
-    if a.source == 'mni152' and (a.labels or a.modality): raise UsageError('--labels and --modality need a folder of subjects, not the built-in template')
-    return dict(res=a.res, axis=a.axis, fov_mm=fov, slice_mm=a.slice_mm, n_classes=a.n_classes, val_every=a.val_every, val_frac=a.val_frac,
-                seed=a.seed, labels_csv=a.labels, label_column=a.label_column, subject_column=a.subject_column, bins=bins,
-                pattern=a.pattern, exclude=a.exclude or [], modality=a.modality, label=a.classes, tumour_mm2=a.tumour_mm2)
+    if a.source == 'mni152' and (a.labels or a.modality):
+        raise UsageError('--labels and --modality need a folder of subjects, not the built-in template')
+    return dict(res=a.res, axis=a.axis, fov_mm=fov, slice_mm=a.slice_mm, n_classes=a.n_classes, val_every=a.val_every,
+                val_frac=a.val_frac, seed=a.seed, labels_csv=a.labels, label_column=a.label_column,
+                subject_column=a.subject_column, bins=bins, pattern=a.pattern, exclude=a.exclude or [],
+                modality=a.modality, label=a.classes, tumour_mm2=a.tumour_mm2)
 
 # %% ../nbs/30_cli.ipynb #d6b6ab8b
 def make_data(source:str='mni152', # 'mni152', a NIfTI file, or a folder of volumes
@@ -56,9 +59,11 @@ def make_data(source:str='mni152', # 'mni152', a NIfTI file, or a folder of volu
     if source == 'mni152': return mni152_slices(n_classes=opts['n_classes'], val_every=opts['val_every'], **g)
     p = Path(source)
     if p.is_dir():
-        keep = ('labels_csv', 'n_classes', 'val_frac', 'seed', 'pattern', 'exclude', 'modality', 'label', 'label_column', 'subject_column', 'bins', 'tumour_mm2')
+        keep = ('labels_csv', 'n_classes', 'val_frac', 'seed', 'pattern', 'exclude', 'modality', 'label',
+                'label_column', 'subject_column', 'bins', 'tumour_mm2')
         return folder_slices(p, **g, **{k: opts[k] for k in keep}, on_error=on_error, progress=progress)
-    if opts.get('labels_csv') or opts.get('modality'): raise UsageError('--labels and --modality need a folder of subjects, not a single file')
+    if opts.get('labels_csv') or opts.get('modality'):
+        raise UsageError('--labels and --modality need a folder of subjects, not a single file')
     return volume_slices(p, n_classes=opts['n_classes'], val_every=opts['val_every'], **g)
 
 # %% ../nbs/30_cli.ipynb #631c3735
@@ -86,46 +91,59 @@ def cmd_data(a)->int:
     for f, why in data.settings.get('skipped', []): print(f"skipped {f}: {why}")
     print(summary_table(data))
     st = data.settings
-    print(f"wrote {out} ({len(data)} slices of {data.res}x{data.res} at {st['pixel_mm']:.3g} mm/pixel, field of view {st['fov_mm']:g} mm, "
-          f"{len(set(data.subjects))} subjects, {time.time()-t0:.1f} s)")
+    print(f"wrote {out} ({len(data)} slices of {data.res}x{data.res} at {st['pixel_mm']:.3g} mm/pixel, "
+          f"field of view {st['fov_mm']:g} mm, {len(set(data.subjects))} subjects, {time.time()-t0:.1f} s)")
     return 0
 
 # %% ../nbs/30_cli.ipynb #25351476
 def _data_parser(sub):
     "The `data` subcommand's options."
     d = sub.add_parser('data', help='slice NIfTI volumes into a slice store (a folder of memory-mapped shards)')
-    d.add_argument('--source', default='mni152', help="'mni152' (built in), a NIfTI file, or a folder of volumes (.nii, .nii.gz, .hdr)")
-    d.add_argument('--pattern', default='**/*', help="glob of image files under the folder (default all volumes; seg maps never count)")
+    d.add_argument('--source', default='mni152',
+                   help="'mni152' (built in), a NIfTI file, or a folder of volumes (.nii, .nii.gz, .hdr)")
+    d.add_argument('--pattern', default='**/*',
+                   help="glob of image files under the folder (default all volumes; seg maps never count)")
     d.add_argument('--exclude', action='append', help='glob of files to leave out (repeatable)')
-    d.add_argument('--modality', choices=['t1', 't1ce', 't2', 'flair'], help='BraTS-style folder: the contrast to slice')
+    d.add_argument('--modality', choices=['t1', 't1ce', 't2', 'flair'],
+                   help='BraTS-style folder: the contrast to slice')
     d.add_argument('--labels', help='CSV of classes per subject (folders only)')
-    d.add_argument('--label-column', default='class', help="CSV column with the class or number (default 'class'; IXI: AGE)")
+    d.add_argument('--label-column', default='class',
+                   help="CSV column with the class or number (default 'class'; IXI: AGE)")
     d.add_argument('--subject-column', default='subject', help="CSV column with the subject id (default 'subject')")
     d.add_argument('--bins', help='numeric bin edges for --label-column, e.g. 40,60 for three age groups')
-    d.add_argument('--classes', default='auto', choices=['auto', 'level', 'tumour', 'csv'], help='label rule (default auto: csv if --labels, tumour if seg maps, else level)')
-    d.add_argument('--tumour-mm2', type=float, default=100., help='tumour class when the seg covers at least this area of a slice (default 100 mm²)')
+    d.add_argument('--classes', default='auto', choices=['auto', 'level', 'tumour', 'csv'],
+                   help='label rule (default auto: csv if --labels, tumour if seg maps, else level)')
+    d.add_argument('--tumour-mm2', type=float, default=100.,
+                   help='tumour class when the seg covers at least this area of a slice (default 100 mm²)')
     d.add_argument('--res', type=int, default=64, help='image size in pixels, 8 to 1024 (default 64)')
     d.add_argument('--fov-mm', type=float, default=240., help='field of view across the image, mm (default 240)')
     d.add_argument('--pixel-mm', type=float, help='pixel size in mm (sets the field of view to pixel-mm x res)')
     d.add_argument('--slice-mm', type=float, default=1., help='spacing between slices, mm (default 1)')
-    d.add_argument('--n-classes', type=int, default=4, help='anatomical-level classes when no CSV or seg maps (default 4)')
-    d.add_argument('--val-every', type=int, default=5, help='template or single file: every k-th slice held out (default 5)')
+    d.add_argument('--n-classes', type=int, default=4,
+                   help='anatomical-level classes when no CSV or seg maps (default 4)')
+    d.add_argument('--val-every', type=int, default=5,
+                   help='template or single file: every k-th slice held out (default 5)')
     d.add_argument('--val-frac', type=float, default=0.2, help='folder: share of subjects held out (default 0.2)')
     d.add_argument('--axis', default='axial', choices=['axial', 'coronal', 'sagittal'])
-    d.add_argument('--on-error', default='raise', choices=['raise', 'skip'], help='folder: fail on the first bad file (default) or skip bad files')
+    d.add_argument('--on-error', default='raise', choices=['raise', 'skip'],
+                   help='folder: fail on the first bad file (default) or skip bad files')
     d.add_argument('--seed', type=int, default=0)
     d.add_argument('--workers', type=int, default=1, help='worker processes building volumes (default 1)')
-    d.add_argument('--dtype', default='uint8', choices=['uint8', 'uint16', 'float16'], help='storage of the slices (default uint8)')
-    d.add_argument('--out', required=True, help='slice store folder (or a .safetensors file: the single-file cache, small data only)')
+    d.add_argument('--dtype', default='uint8', choices=['uint8', 'uint16', 'float16'],
+                   help='storage of the slices (default uint8)')
+    d.add_argument('--out', required=True,
+                   help='slice store folder (or a .safetensors file: the single-file cache, small data only)')
     d.set_defaults(func=cmd_data)
 
 # %% ../nbs/30_cli.ipynb #1cbe839c
 def cmd_train(a)->int:
     from mri_diffusion_nb.sampling import grid_sampler
     from mri_diffusion_nb.training import latest_checkpoint, resume_config, run_config, train, train_config
-    given = dict(steps=a.steps, batch_size=a.batch_size, grad_accum=a.grad_accum, grad_checkpointing=a.grad_checkpointing, lr=a.lr,
-                 mixed_precision=a.mixed_precision, p_uncond=a.p_uncond, dropout=a.dropout, augment=a.augment, ckpt_every=a.ckpt_every,
-                 log_every=a.log_every, sample_every=a.sample_every, seed=a.seed, workers=a.workers, preset=a.preset, data=a.data)
+    given = dict(steps=a.steps, batch_size=a.batch_size, grad_accum=a.grad_accum,
+                 grad_checkpointing=a.grad_checkpointing, lr=a.lr, mixed_precision=a.mixed_precision,
+                 p_uncond=a.p_uncond, dropout=a.dropout, augment=a.augment, ckpt_every=a.ckpt_every,
+                 log_every=a.log_every, sample_every=a.sample_every, seed=a.seed, workers=a.workers, preset=a.preset,
+                 data=a.data)
     over = {k: v for k, v in given.items() if v is not None}
     out = Path(a.out)
     if out.exists() and not out.is_dir(): raise UsageError(f"{out}: is a file, --out needs a run directory")
@@ -136,7 +154,8 @@ def cmd_train(a)->int:
     t0 = time.time()
     run_dir = train(cfg, resume=a.resume, sample_fn=grid_sampler, progress=None, log=print, device=a.device)
     done = latest_checkpoint(run_dir)
-    print(f"wrote {run_dir} (checkpoint {done.name}, {time.time() - t0:.0f} s); sample with: mri-diffusion sample --model {run_dir} --out DIR")
+    print(f"wrote {run_dir} (checkpoint {done.name}, {time.time() - t0:.0f} s); "
+          f"sample with: mri-diffusion sample --model {run_dir} --out DIR")
     return 0
 
 # %% ../nbs/30_cli.ipynb #0a40ca35
@@ -145,25 +164,36 @@ PRESET_NAMES = ('tiny', 'demo', 'paper', 'weak')  # training's TRAIN_PRESETS, na
 def _train_parser(sub):
     "The `train` subcommand's options."
     t = sub.add_parser('train', help='train a class-conditional U-Net with classifier-free guidance')
-    t.add_argument('--preset', choices=PRESET_NAMES, help='tiny (tests, 32 px; the default), demo (CPU, 64 px), paper (GPU, 256 px), weak (64 px: autoguidance partner of demo)')
+    t.add_argument('--preset', choices=PRESET_NAMES,
+                   help='tiny (tests, 32 px; the default), demo (CPU, 64 px), paper (GPU, 256 px), '
+                        'weak (64 px: autoguidance partner of demo)')
     t.add_argument('--data', help="slice store or cache from 'mri-diffusion data', or 'mni152' (default)")
     t.add_argument('--out', required=True, help='run directory')
-    t.add_argument('--resume', action='store_true', help='continue the run in --out (also a moved or copied one) from its last complete checkpoint')
+    t.add_argument('--resume', action='store_true',
+                   help='continue the run in --out (also a moved or copied one) from its last complete checkpoint')
     t.add_argument('--steps', type=int, help='total optimizer steps (default from the preset)')
     t.add_argument('--batch-size', type=int, help='images per process per micro-step (paper: 16, fits a 40 GB GPU)')
-    t.add_argument('--grad-accum', type=int, help='micro-steps per optimizer step; effective batch = batch size x processes x grad-accum (paper: 4)')
-    t.add_argument('--grad-checkpointing', action='store_true', default=None, help='recompute activations in the backward pass: less memory, more compute')
-    t.add_argument('--lr', type=float, help='peak learning rate for the effective batch (paper: 1e-4 at 64; scale it with the effective batch)')
+    t.add_argument('--grad-accum', type=int,
+                   help='micro-steps per optimizer step; '
+                        'effective batch = batch size x processes x grad-accum (paper: 4)')
+    t.add_argument('--grad-checkpointing', action='store_true', default=None,
+                   help='recompute activations in the backward pass: less memory, more compute')
+    t.add_argument('--lr', type=float,
+                   help='peak learning rate for the effective batch '
+                        '(paper: 1e-4 at 64; scale it with the effective batch)')
     t.add_argument('--mixed-precision', choices=['no', 'fp16', 'bf16'])
     t.add_argument('--p-uncond', type=float, help='label dropout probability for guidance')
-    t.add_argument('--dropout', type=float, help="dropout in the U-Net's ResNet blocks (default: the preset's; paper 0.1)")
-    t.add_argument('--augment', action=argparse.BooleanOptionalAction, default=None, help="small affine and intensity jitter (default: the preset's)")
+    t.add_argument('--dropout', type=float,
+                   help="dropout in the U-Net's ResNet blocks (default: the preset's; paper 0.1)")
+    t.add_argument('--augment', action=argparse.BooleanOptionalAction, default=None,
+                   help="small affine and intensity jitter (default: the preset's)")
     t.add_argument('--ckpt-every', type=int, help='steps between checkpoints')
     t.add_argument('--log-every', type=int, help='steps between metrics.jsonl lines')
     t.add_argument('--sample-every', type=int, help='steps between sample grids, plus one at the end (0: no grids)')
     t.add_argument('--workers', type=int, help='DataLoader worker processes (default 4 with a GPU, else 0)')
     t.add_argument('--seed', type=int)
-    t.add_argument('--device', choices=['cuda', 'cpu'], help='cuda (each process its own GPU) or cpu (default: cuda when available); may differ on resume')
+    t.add_argument('--device', choices=['cuda', 'cpu'],
+                   help='cuda (each process its own GPU) or cpu (default: cuda when available); may differ on resume')
     t.set_defaults(func=cmd_train)
 
 # %% ../nbs/30_cli.ipynb #19463f6c
@@ -176,17 +206,20 @@ def cmd_sample(a)->int:
     formats = tuple(f.strip() for f in a.format.split(',') if f.strip())
     if a.sampler not in SAMPLERS: raise UsageError(f"unknown sampler {a.sampler!r} (choose from {', '.join(SAMPLERS)})")
     if a.steps is not None and a.steps < 1: raise UsageError(f"--steps must be at least 1, got {a.steps}")
-    try: check_sampling(n=a.n, guidance=a.guidance, seed=a.seed, batch_size=a.batch_size, net_batch=a.net_batch, flags=True)
+    try: check_sampling(n=a.n, guidance=a.guidance, seed=a.seed, batch_size=a.batch_size, net_batch=a.net_batch,
+                        flags=True)
     except ValueError as e: raise UsageError(str(e)) from None
     try: Guidance.parse(a.guidance_method)
     except ValueError as e: raise UsageError(f"--guidance-method {a.guidance_method}: {e}") from None
     model = load_model(a.model, device=a.device)
     if a.cls is not None and not 0 <= a.cls < model.n_classes:
-        raise UsageError(f"unknown class {a.cls} (the model has classes 0 to {model.n_classes - 1}: {', '.join(model.class_names)})")
-    r = generate(model, out, n=a.n, classes=a.cls, guidance=a.guidance, sampler=a.sampler, steps=a.steps, seed=a.seed, formats=formats,
-                 bits=a.bits, batch_size=a.batch_size, net_batch=a.net_batch, progress=None, autocast=a.bf16,
-                 guidance_method=a.guidance_method)
-    print(f"wrote {r['written']} new images to {out} ({r['total']} of {a.n} in manifest.csv, {r['images_per_s']:.2f} images/s on {model.device})")
+        raise UsageError(f"unknown class {a.cls} "
+                         f"(the model has classes 0 to {model.n_classes - 1}: {', '.join(model.class_names)})")
+    r = generate(model, out, n=a.n, classes=a.cls, guidance=a.guidance, sampler=a.sampler, steps=a.steps, seed=a.seed,
+                 formats=formats, bits=a.bits, batch_size=a.batch_size, net_batch=a.net_batch, progress=None,
+                 autocast=a.bf16, guidance_method=a.guidance_method)
+    print(f"wrote {r['written']} new images to {out} ({r['total']} of {a.n} in manifest.csv, "
+          f"{r['images_per_s']:.2f} images/s on {model.device})")
     return 0
 
 # %% ../nbs/30_cli.ipynb #13589f2b
@@ -197,22 +230,27 @@ def _sample_parser(sub):
     s.add_argument('--n', type=int, default=16, help='number of images (default 16)')
     s.add_argument('--class', dest='cls', type=int, help='class index (default: all classes in turn)')
     s.add_argument('--guidance', type=float, default=7.0, help='classifier-free guidance scale (default 7.0)')
-    s.add_argument('--guidance-method', default='cfg', help="cfg (default), interval, rescale, apg, cfg++, threshold or auto, with parameters: e.g. 'apg:eta=0,beta=-0.5' (chapter 17)")
+    s.add_argument('--guidance-method', default='cfg',
+                   help="cfg (default), interval, rescale, apg, cfg++, threshold or auto, "
+                        "with parameters: e.g. 'apg:eta=0,beta=-0.5' (chapter 17)")
     s.add_argument('--sampler', default='dpm-sde', help='ddpm, ddim, dpm or dpm-sde (default dpm-sde)')
     s.add_argument('--steps', type=int, help='sampling steps (default 1000 / 50 / 20 / 20)')
     s.add_argument('--seed', type=int, default=0)
     s.add_argument('--format', default='png', help='comma-separated: png,nifti,dicom (default png)')
     s.add_argument('--bits', type=int, default=8, choices=[8, 16], help='PNG bit depth')
     s.add_argument('--batch-size', type=int, default=16, help='images per batch')
-    s.add_argument('--net-batch', type=int, default=8, help='images per U-Net call, a fixed shape (default 8); images never depend on --batch-size')
+    s.add_argument('--net-batch', type=int, default=8,
+                   help='images per U-Net call, a fixed shape (default 8); images never depend on --batch-size')
     s.add_argument('--device', help='cuda, cuda:N or cpu (default: cuda when available)')
-    s.add_argument('--bf16', action='store_true', help='run the U-Net under bf16 autocast where the device has bf16 natively (about 2x faster on a CPU with AVX512-BF16 or AMX); fp32 elsewhere')
+    s.add_argument('--bf16', action='store_true',
+                   help='run the U-Net under bf16 autocast where the device has bf16 natively '
+                        '(about 2x faster on a CPU with AVX512-BF16 or AMX); fp32 elsewhere')
     s.add_argument('--out', required=True, help='output folder')
     s.set_defaults(func=cmd_sample)
 
 # %% ../nbs/30_cli.ipynb #d0a07087
 def _real_for(real:str, res:int):
-    "Real slices for `evaluate`: the built-in template at `res`, a store folder or an old cache file (images read lazily)."
+    "Real slices for `evaluate`: the built-in template at `res`, a store folder or an old cache file (read lazily)."
     from mri_diffusion_nb.store import open_data
     return open_data(real, res=res if real == 'mni152' else None)
 
@@ -225,37 +263,47 @@ def summary_lines(rep:dict)->list:
     if rep['fid']['value'] is None:
         out.append(f"  FID/KID unavailable: {rep['fid']['reason']}")
     else: out.append(f"  FID {rep['fid']['value']:.4g}, KID {rep['kid']['mean']:.4g} ± {rep['kid']['std']:.2g}"
-                     + (f" (real floor FID {rep['floor']['fid']:.4g})" if 'floor' in rep else '') + f"  [{f['network']}]")
+                     + (f" (real floor FID {rep['floor']['fid']:.4g})" if 'floor' in rep else '')
+                     + f"  [{f['network']}]")
     if 'standin' in rep:
         s = rep['standin']
         out.append(f"  stand-in FID {s['fid']['value']:.4g}, KID {s['kid']['mean']:.4g} ± {s['kid']['std']:.2g}"
-                   + (f" (real floor {s['floor']['fid']:.4g})" if 'floor' in s else '') + '  [STAND-IN random CNN, not comparable to published FID]')
+                   + (f" (real floor {s['floor']['fid']:.4g})" if 'floor' in s else '')
+                   + '  [STAND-IN random CNN, not comparable to published FID]')
     if 'class_adherence' in rep:
         ca = rep['class_adherence']
-        out.append(f"  class adherence {ca['accuracy']:.1%} (" + ', '.join(f"{n} {v['accuracy']:.0%}" for n, v in ca['per_class'].items()) + ')')
+        out.append(f"  class adherence {ca['accuracy']:.1%} ("
+                   + ', '.join(f"{n} {v['accuracy']:.0%}" for n, v in ca['per_class'].items()) + ')')
     if 'diversity' in rep:
-        out.append('  diversity, mean pairwise MS-SSIM fake/real: ' + ', '.join(f"{n} {v['fake']:.2f}/{v['real']:.2f}" for n, v in rep['diversity']['per_class'].items()))
+        out.append('  diversity, mean pairwise MS-SSIM fake/real: '
+                   + ', '.join(f"{n} {v['fake']:.2f}/{v['real']:.2f}"
+                               for n, v in rep['diversity']['per_class'].items()))
     m = rep['memorization']
     if m.get('closer_share') is not None:
-        out.append(f"  memorization: {m['closer_share']:.0%} of samples closer to a training slice than {1 - m['expected_for_real']:.0%} of held-out real slices are")
+        out.append(f"  memorization: {m['closer_share']:.0%} of samples closer to a training slice than "
+                   f"{1 - m['expected_for_real']:.0%} of held-out real slices are")
     return out
 
 # %% ../nbs/30_cli.ipynb #b47b3b0e
 def _evaluate_into(a, out:Path, dev:torch.device, res:int)->tuple:
-    "The evaluation behind `cmd_evaluate`, run while `out` is locked: every PNG read once, the report written as one set."
+    "The evaluation behind `cmd_evaluate`, run while `out` is locked: every PNG read once, the report written as a set."
     from mri_diffusion_nb.adherence import judge_for, load_classifier
-    from mri_diffusion_nb.report import check_report_dir, clean_report_temps, evaluate, evaluate_groups, load_fake_dir, write_report
-    clean_report_temps(out); check_report_dir(out)
+    from mri_diffusion_nb.report import (check_report_dir, clean_report_temps, evaluate, evaluate_groups, load_fake_dir,
+                                         write_report)
+    clean_report_temps(out)
+    check_report_dir(out)
     real = _real_for(a.real, res)
     fake = load_fake_dir(a.fake, class_names=real.class_names, progress=None)
     clf = load_classifier(a.classifier, device=dev) if a.classifier else judge_for(real, device=dev, progress=None)
-    kw = dict(feature=a.feature, weights=a.weights, download=not a.offline, classifier=clf, progress=None, device=dev, strict=a.strict)
+    kw = dict(feature=a.feature, weights=a.weights, download=not a.offline, classifier=clf, progress=None, device=dev,
+              strict=a.strict)
     values = {r.get(a.by) for r in fake.rows}
     if len(values) > 1:
         reports = evaluate_groups(real, fake, by=a.by, **kw)
         write_report(reports, out, sweep_key=a.by)
     else:
-        reports = [evaluate(real, fake.images, fake.labels, group={a.by: next(iter(values))} if values != {None} else None, **kw)]
+        reports = [evaluate(real, fake.images, fake.labels,
+                            group={a.by: next(iter(values))} if values != {None} else None, **kw)]
         write_report(reports[0], out)
     return reports, len(fake), len(real)
 
@@ -265,14 +313,19 @@ def cmd_evaluate(a)->int:
     from mri_diffusion_nb.runtime import as_device
     fake_dir, out = Path(a.fake), Path(a.out)
     if not fake_dir.is_dir(): raise DataError(fake_dir, 'folder of generated images not found')
-    if a.by not in GROUP_COLUMNS: raise UsageError(f"--by {a.by}: not a manifest column (choose from {', '.join(GROUP_COLUMNS)})")
-    check_writable(out); check_report_dir(out)  # before any computation
+    if a.by not in GROUP_COLUMNS:
+        raise UsageError(f"--by {a.by}: not a manifest column (choose from {', '.join(GROUP_COLUMNS)})")
+    # before any computation
+    check_writable(out)
+    check_report_dir(out)
     dev, (_, w) = as_device(a.device), fake_dir_size(fake_dir)  # the first image's header: too-small images fail here
     created = not out.exists()
     try:
-        with output_lock(out, command='mri-diffusion evaluate'): reports, n_fake, n_real = _evaluate_into(a, out, dev, w)
+        with output_lock(out, command='mri-diffusion evaluate'):
+            reports, n_fake, n_real = _evaluate_into(a, out, dev, w)
     except BaseException:
-        if created and out.is_dir() and {p.name for p in out.iterdir()} <= {'.lock'}: shutil.rmtree(out, ignore_errors=True)  # nothing written: leave nothing
+        if created and out.is_dir() and {p.name for p in out.iterdir()} <= {'.lock'}:
+            shutil.rmtree(out, ignore_errors=True)  # nothing written: leave nothing
         raise
     for r in reports: print('\n'.join(summary_lines(r)))
     print(f"wrote {out/'report.md'} and {out/'report.json'} ({n_fake} generated vs {n_real} real slices, on {dev})")
@@ -281,17 +334,30 @@ def cmd_evaluate(a)->int:
 # %% ../nbs/30_cli.ipynb #4c6b460a
 def _evaluate_parser(sub):
     "The `evaluate` subcommand's options."
-    e = sub.add_parser('evaluate', help='score generated slices against real ones: FID/KID, diversity, memorization, class adherence')
-    e.add_argument('--real', default='mni152', help="real slice cache, or 'mni152' (default) at the generated images' size")
-    e.add_argument('--fake', required=True, help="folder written by 'mri-diffusion sample' (PNG files and manifest.csv)")
+    e = sub.add_parser('evaluate', help='score generated slices against real ones: '
+                                        'FID/KID, diversity, memorization, class adherence')
+    e.add_argument('--real', default='mni152',
+                   help="real slice cache, or 'mni152' (default) at the generated images' size")
+    e.add_argument('--fake', required=True,
+                   help="folder written by 'mri-diffusion sample' (PNG files and manifest.csv)")
     e.add_argument('--out', required=True, help='report folder (report.json, report.md, plots)')
-    e.add_argument('--feature', default='inception', choices=['inception', 'standin'], help="FID/KID features: 'inception' (standard; needs its weights) or 'standin' (no weights, not comparable to published FID)")
-    e.add_argument('--weights', help='local Inception weights file (else $MRI_DIFFUSION_INCEPTION_WEIGHTS, the torch hub cache, or a download)')
+    e.add_argument('--feature', default='inception', choices=['inception', 'standin'],
+                   help="FID/KID features: 'inception' (standard; needs its weights) "
+                        "or 'standin' (no weights, not comparable to published FID)")
+    e.add_argument('--weights',
+                   help='local Inception weights file '
+                        '(else $MRI_DIFFUSION_INCEPTION_WEIGHTS, the torch hub cache, or a download)')
     e.add_argument('--offline', action='store_true', help='never download weights')
-    e.add_argument('--classifier', help='class-adherence classifier (.safetensors); default: train one on the real slices (seconds to minutes)')
+    e.add_argument('--classifier',
+                   help='class-adherence classifier (.safetensors); '
+                        'default: train one on the real slices (seconds to minutes)')
     e.add_argument('--by', default='guidance', help='manifest column to group by for a sweep (default guidance)')
-    e.add_argument('--device', help='where features, classifier and nearest-neighbour search run: cpu, cuda, cuda:1 ... (default cuda when available)')
-    e.add_argument('--strict', action='store_true', help='missing Inception weights are an error (default: FID/KID marked unavailable, everything else written)')
+    e.add_argument('--device',
+                   help='where features, classifier and nearest-neighbour search run: '
+                        'cpu, cuda, cuda:1 ... (default cuda when available)')
+    e.add_argument('--strict', action='store_true',
+                   help='missing Inception weights are an error '
+                        '(default: FID/KID marked unavailable, everything else written)')
     e.set_defaults(func=cmd_evaluate)
 
 # %% ../nbs/30_cli.ipynb #12d448aa
@@ -310,9 +376,11 @@ def _demo_train(run:Path, steps:int, dev:torch.device, progress, log)->Diffusion
     "Train a fresh demo-sized model into `run` for `mri-diffusion demo --train`."
     from mri_diffusion_nb.sampling import grid_sampler, load_model
     from mri_diffusion_nb.training import latest_checkpoint, train, train_config
-    if latest_checkpoint(run) is not None: raise UsageError(f"{run}: already holds a run; remove it or choose another --out")
+    if latest_checkpoint(run) is not None:
+        raise UsageError(f"{run}: already holds a run; remove it or choose another --out")
     t0 = time.time()
-    cfg = train_config('demo', out=str(run), steps=steps, ckpt_every=steps, sample_every=0, warmup=min(100, steps//5), lr=1e-3)
+    cfg = train_config('demo', out=str(run), steps=steps, ckpt_every=steps, sample_every=0, warmup=min(100, steps//5),
+                       lr=1e-3)
     with _accelerate_cpu(dev.type == 'cpu'): train(cfg, sample_fn=grid_sampler, progress=progress)
     log(f"trained {run} for {steps} steps in {time.time() - t0:.0f} s")
     return load_model(run, device=dev)
@@ -321,7 +389,8 @@ def _demo_grid(fake, model, path:Path, ncols:int, title:str):
     "Save the generated slices as one labelled grid PNG, atomically."
     from mri_diffusion_nb.data import show_grid
     import matplotlib.pyplot as plt
-    fig = show_grid(fake.images, [model.class_names[int(c)] for c in fake.labels], ncols=ncols, size=1.0, dpi=100, suptitle=title)
+    fig = show_grid(fake.images, [model.class_names[int(c)] for c in fake.labels], ncols=ncols, size=1.0, dpi=100,
+                    suptitle=title)
     with atomic_path(path) as tmp: fig.savefig(tmp, format='png')
     plt.close(fig)
 
@@ -352,11 +421,14 @@ def run_demo(out='mri-diffusion-demo', # output folder
     r = generate(model, out/'samples', n=n, classes=classes, guidance=guidance, sampler=sampler, steps=steps, seed=seed,
                  formats=('png', 'nifti', 'dicom'), batch_size=n, progress=progress, autocast=True)
     fake = load_fake_dir(out/'samples', class_names=model.class_names, progress=False)
-    _demo_grid(fake, model, out/'grid.png', per_class, f"{model.source}: guidance {guidance:g}, {sampler}-{steps}, one row per class")
-    log(f"wrote {r['total']} slices as PNG, NIfTI and DICOM to {out/'samples'} ({r['images_per_s']:.2f} images/s) and the grid {out/'grid.png'}")
+    _demo_grid(fake, model, out/'grid.png', per_class,
+               f"{model.source}: guidance {guidance:g}, {sampler}-{steps}, one row per class")
+    log(f"wrote {r['total']} slices as PNG, NIfTI and DICOM to {out/'samples'} ({r['images_per_s']:.2f} images/s) "
+        f"and the grid {out/'grid.png'}")
     real = mni152_slices(res=model.res)
     clf = judge_for(real, device=dev, progress=progress)   # chapter 24's judge: the shipped classifier where it fits
-    rep = evaluate(real, fake.images, fake.labels, feature='standin', classifier=clf, group=dict(guidance=guidance, sampler=f"{sampler}-{steps}"), progress=False, device=dev)
+    rep = evaluate(real, fake.images, fake.labels, feature='standin', classifier=clf,
+                   group=dict(guidance=guidance, sampler=f"{sampler}-{steps}"), progress=False, device=dev)
     write_report(rep, out/'report')
     for line in summary_lines(rep): log(line)
     log(f"wrote {out/'report'/'report.md'}; total {time.time() - t0:.0f} s")
@@ -374,7 +446,8 @@ def cmd_demo(a)->int:
 # %% ../nbs/30_cli.ipynb #423347bf
 def _demo_parser(sub):
     "The `demo` subcommand's options."
-    m = sub.add_parser('demo', help='the main job: generate with the shipped demo model, export, evaluate (CPU, minutes)')
+    m = sub.add_parser('demo',
+                       help='the main job: generate with the shipped demo model, export, evaluate (CPU, minutes)')
     m.add_argument('--out', default='mri-diffusion-demo', help='output folder (default ./mri-diffusion-demo)')
     m.add_argument('--train', action='store_true', help='train a fresh demo-sized model for a few minutes first')
     m.add_argument('--train-steps', type=int, default=300, help='steps for --train (default 300)')
@@ -387,19 +460,23 @@ def _demo_parser(sub):
 def cmd_reader_study(a)->int:
     from mri_diffusion_nb.reader_study import load_answers, load_key, make_study, score_study, write_score_report
     if a.action == 'make':
-        if a.n < 2 or a.n % 2: raise UsageError(f"--n must be an even number of at least 2 (half real, half generated), got {a.n}")
+        if a.n < 2 or a.n % 2:
+            raise UsageError(f"--n must be an even number of at least 2 (half real, half generated), got {a.n}")
         if a.display < 64: raise UsageError(f"--display must be at least 64 pixels, got {a.display}")
         key = make_study(a.real, a.fake, a.out, n=a.n, seed=a.seed, key=a.key, display=a.display)
         kp = Path(a.key) if a.key else Path(a.out).parent/f'{Path(a.out).name}_KEY.json'
         print(f"wrote {Path(a.out)/'index.html'} ({key['n']} images of {key['image_size']}x{key['image_size']}, "
-              f"{sum(i['truth'] == 'real' for i in key['items'])} real) and the truth key {kp} (keep it from the readers)")
+              f"{sum(i['truth'] == 'real' for i in key['items'])} real) "
+              f"and the truth key {kp} (keep it from the readers)")
         return 0
     key = load_key(a.study, a.key)
     answers = [load_answers(f, key) for f in a.answers]
     rep = score_study(key, answers)
     write_score_report(rep, a.out)
-    s = rep['pooled']; lo, hi = s['accuracy_ci95']
-    print(f"{len(answers)} reader(s), {s['n']} answers: accuracy {s['accuracy']:.1%} (95% CI {lo:.1%}-{hi:.1%}, binomial p {s['p_binomial']:.3g}), "
+    s = rep['pooled']
+    lo, hi = s['accuracy_ci95']
+    print(f"{len(answers)} reader(s), {s['n']} answers: accuracy {s['accuracy']:.1%} "
+          f"(95% CI {lo:.1%}-{hi:.1%}, binomial p {s['p_binomial']:.3g}), "
           f"sensitivity {s['sensitivity']:.1%}, specificity {s['specificity']:.1%}, AUC {s['auc']:.3f}")
     print(f"wrote {Path(a.out)/'report.md'}, report.json and scores.png")
     return 0
@@ -407,12 +484,18 @@ def cmd_reader_study(a)->int:
 # %% ../nbs/30_cli.ipynb #e9414103
 def _reader_study_parser(sub):
     "The `reader-study` subcommand's options."
-    r = sub.add_parser('reader-study', help='blinded visual Turing test: make a static study page, score readers\' answers')
+    r = sub.add_parser('reader-study',
+                       help='blinded visual Turing test: make a static study page, score readers\' answers')
     rs = r.add_subparsers(dest='action', required=True, metavar='{make,score}')
-    rm = rs.add_parser('make', help='write a study folder (HTML page + images) and its truth key STUDY_KEY.json beside it')
-    rm.add_argument('--real', default='mni152', help="real slices: a slice store folder or cache file from 'mri-diffusion data', or 'mni152' (default)")
-    rm.add_argument('--fake', required=True, help="folder written by 'mri-diffusion sample' (PNG files and manifest.csv)")
-    rm.add_argument('--n', type=int, default=100, help='images in the study, half real and half generated (default 100)')
+    rm = rs.add_parser('make',
+                       help='write a study folder (HTML page + images) and its truth key STUDY_KEY.json beside it')
+    rm.add_argument('--real', default='mni152',
+                    help="real slices: a slice store folder or cache file from 'mri-diffusion data', "
+                         "or 'mni152' (default)")
+    rm.add_argument('--fake', required=True,
+                    help="folder written by 'mri-diffusion sample' (PNG files and manifest.csv)")
+    rm.add_argument('--n', type=int, default=100,
+                    help='images in the study, half real and half generated (default 100)')
     rm.add_argument('--seed', type=int, help='order seed (default: drawn at random and kept in the key only)')
     rm.add_argument('--key', help='truth key path (default: STUDY_KEY.json beside the study folder)')
     rm.add_argument('--display', type=int, default=384, help='on-screen image size in pixels (default 384)')
@@ -429,28 +512,36 @@ def cmd_utility(a)->int:
     from mri_diffusion_nb.downstream import utility_experiment, utility_markdown, write_utility_report
     try: fr = tuple(float(f) for f in a.fractions.split(',') if f.strip())
     except ValueError: raise UsageError(f"--fractions must be comma-separated numbers, got {a.fractions!r}") from None
-    if not fr or not all(0 < f < 1 for f in fr): raise UsageError(f"--fractions must lie strictly between 0 and 1, got {a.fractions!r}")
+    if not fr or not all(0 < f < 1 for f in fr):
+        raise UsageError(f"--fractions must lie strictly between 0 and 1, got {a.fractions!r}")
     if a.seeds < 1: raise UsageError(f"--seeds must be at least 1, got {a.seeds}")
     if a.steps < 1: raise UsageError(f"--steps must be at least 1, got {a.steps}")
     out = Path(a.out)
     if out.exists() and not out.is_dir(): raise UsageError(f"{out}: is a file, --out needs a folder")
-    rep = utility_experiment(a.real, a.fake, fractions=fr, seeds=tuple(range(a.seed, a.seed + a.seeds)), steps=a.steps, res=a.res,
-                             device=a.device, progress=None)
+    rep = utility_experiment(a.real, a.fake, fractions=fr, seeds=tuple(range(a.seed, a.seed + a.seeds)), steps=a.steps,
+                             res=a.res, device=a.device, progress=None)
     write_utility_report(rep, out)
-    print('\n'.join(l for l in utility_markdown(rep).splitlines() if l.startswith('| ') and not l.startswith('| condition | equivalent')))
-    print(f"wrote {out/'report.md'}, report.json and utility.png ({len(rep['runs'])} classifiers, {rep['protocol']['seconds']:.0f} s)")
+    print('\n'.join(l for l in utility_markdown(rep).splitlines()
+                    if l.startswith('| ') and not l.startswith('| condition | equivalent')))
+    print(f"wrote {out/'report.md'}, report.json and utility.png "
+          f"({len(rep['runs'])} classifiers, {rep['protocol']['seconds']:.0f} s)")
     return 0
 
 # %% ../nbs/30_cli.ipynb #626d04ad
 def _utility_parser(sub):
     "The `utility` subcommand's options."
-    u = sub.add_parser('utility', help='train on synthetic, test on real: a classifier on real, generated and mixed slices')
-    u.add_argument('--real', default='mni152', help="real slices with a train/val split: store folder, cache file, or 'mni152' (default)")
-    u.add_argument('--fake', required=True, help="folder written by 'mri-diffusion sample' (labels: the intended classes)")
-    u.add_argument('--fractions', default='0.1,0.25,0.5', help='shares of the real training slices (default 0.1,0.25,0.5)')
+    u = sub.add_parser('utility',
+                       help='train on synthetic, test on real: a classifier on real, generated and mixed slices')
+    u.add_argument('--real', default='mni152',
+                   help="real slices with a train/val split: store folder, cache file, or 'mni152' (default)")
+    u.add_argument('--fake', required=True,
+                   help="folder written by 'mri-diffusion sample' (labels: the intended classes)")
+    u.add_argument('--fractions', default='0.1,0.25,0.5',
+                   help='shares of the real training slices (default 0.1,0.25,0.5)')
     u.add_argument('--seeds', type=int, default=3, help='seeds per condition (default 3)')
     u.add_argument('--seed', type=int, default=0, help='first seed (default 0)')
-    u.add_argument('--steps', type=int, default=150, help='optimisation steps per classifier, the same for every condition (default 150)')
+    u.add_argument('--steps', type=int, default=150,
+                   help='optimisation steps per classifier, the same for every condition (default 150)')
     u.add_argument('--res', type=int, default=32, help='classifier input size in pixels (default 32)')
     u.add_argument('--device', default='cpu', help='where the classifiers train (default cpu)')
     u.add_argument('--out', required=True, help='report folder (report.md, report.json, utility.png)')
@@ -463,9 +554,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 def _parser()->argparse.ArgumentParser:
-    p = _Parser(prog='mri-diffusion', description='Synthetic brain MRI with class-conditional diffusion and classifier-free guidance.')
+    p = _Parser(prog='mri-diffusion',
+                description='Synthetic brain MRI with class-conditional diffusion and classifier-free guidance.')
     sub = p.add_subparsers(dest='cmd', required=True, metavar='{data,train,sample,evaluate,reader-study,utility,demo}')
-    for add in (_data_parser, _train_parser, _sample_parser, _evaluate_parser, _demo_parser, _reader_study_parser, _utility_parser): add(sub)
+    for add in (_data_parser, _train_parser, _sample_parser, _evaluate_parser, _demo_parser, _reader_study_parser,
+                _utility_parser):
+        add(sub)
     return p
 
 # %% ../nbs/30_cli.ipynb #b4a0ec69

@@ -5,7 +5,6 @@
 # %% ../nbs/10_data.ipynb #7d167789
 from __future__ import annotations
 import csv, fnmatch, io, json, os, re
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -20,12 +19,10 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
-from .files import TEMP_PREFIX, DataError, atomic_path, error_text, os_problem
-try: import fcntl
-except ImportError: fcntl = None  # Windows: no file locks
+from .files import DataError, atomic_path, clean_stale, error_text, os_problem, writing
 
 # %% auto #0
-__all__ = ['AXES', 'GEOMETRY', 'NIFTI_EXT', 'MODALITIES', 'Volume', 'load_volume', 'mni152_path', 'normalise_intensity',
+__all__ = ['AXES', 'FOV_MM', 'SLICE_MM', 'NIFTI_EXT', 'MODALITIES', 'Volume', 'load_volume', 'mni152_path', 'normalise_intensity',
            'square_resize', 'resample_volume', 'to_grid', 'volume_to_slices', 'level_labels', 'level_names',
            'SliceData', 'mni152_slices', 'volume_slices', 'val_every_split', 'slice_settings', 'show_grid', 'is_seg',
            'subject_of', 'bin_names', 'read_labels_csv', 'class_of', 'split_subjects', 'find_volumes', 'find_subjects',
@@ -42,9 +39,12 @@ class Volume(NamedTuple):
 
 # %% ../nbs/10_data.ipynb #8175296c
 def _as_3d(img, path:Path, volume:int|None):
-    "The 3D image in `img`: trailing singleton dimensions dropped, one volume of a 4D series picked; a one-line `DataError` otherwise."
+    """The 3D image in `img`: trailing singleton dimensions dropped, one volume of a 4D series picked;
+    a one-line `DataError` otherwise."""
     shape = img.shape
-    if len(shape) > 4 and all(s == 1 for s in shape[4:]): img = img.slicer[(slice(None),)*4 + (0,)*(len(shape) - 4)]; shape = img.shape
+    if len(shape) > 4 and all(s == 1 for s in shape[4:]):
+        img = img.slicer[(slice(None),)*4 + (0,)*(len(shape) - 4)]
+        shape = img.shape
     if len(shape) == 4 and shape[3] == 1: img = img.slicer[..., 0]
     elif len(shape) == 4:
         if volume is None: raise DataError(path, f'4D series of shape {shape}: pick one volume (volume=k)')
@@ -66,7 +66,8 @@ def load_volume(path, # a `.nii`, `.nii.gz` (NIfTI-1 or -2) or Analyze/NIfTI-pai
     if path.stat().st_size == 0: raise DataError(path, 'empty file')
     try: img = nib.load(str(path))
     except Exception as e: raise DataError(path, f'not a readable NIfTI file ({error_text(e)})') from None
-    if not hasattr(img, 'affine') or img.affine is None: raise DataError(path, 'image has no affine, not a NIfTI volume')
+    if not hasattr(img, 'affine') or img.affine is None:
+        raise DataError(path, 'image has no affine, not a NIfTI volume')
     img = _as_3d(img, path, volume)
     try:
         img = nib.as_closest_canonical(img)
@@ -75,7 +76,8 @@ def load_volume(path, # a `.nii`, `.nii.gz` (NIfTI-1 or -2) or Analyze/NIfTI-pai
     finite = np.isfinite(data)
     if not finite.any() and not labels: raise DataError(path, 'no finite voxels (all NaN or inf)')
     data = np.where(finite, data, 0).astype(np.float32)
-    if data.max() == data.min() and not labels: raise DataError(path, f'constant volume (every voxel is {data.min():g}): no image content')
+    if data.max() == data.min() and not labels:
+        raise DataError(path, f'constant volume (every voxel is {data.min():g}): no image content')
     aff = img.affine.astype(np.float64)
     return Volume(data, aff, tuple(float(z) for z in nib.affines.voxel_sizes(aff)), str(path))
 
@@ -119,11 +121,12 @@ def square_resize(img:torch.Tensor, # (..., H, W) images in [-1, 1]
     return x.clamp(-1, 1).reshape(*lead, res, res)
 
 # %% ../nbs/10_data.ipynb #68c2aab1
-GEOMETRY = dict(fov_mm=240., slice_mm=1.) # adult-brain defaults: field of view and slice spacing in mm
+FOV_MM, SLICE_MM = 240., 1.  # adult-brain defaults: field of view and slice spacing, mm
 
 def _grid_mm(res:int, axis:str, fov_mm:float, slice_mm:float)->list:
     "Voxel size (mm) along R, A, S for `res` pixels over `fov_mm` in the slice plane."
-    mm = [fov_mm/res]*3; mm[AXES[axis]] = slice_mm
+    mm = [fov_mm/res]*3
+    mm[AXES[axis]] = slice_mm
     return mm
 
 def resample_volume(vol:Volume, # a volume (any affine, oblique included)
@@ -135,7 +138,8 @@ def resample_volume(vol:Volume, # a volume (any affine, oblique included)
     dst = np.broadcast_to(np.asarray(voxel_mm, float), (3,)).copy()
     img = nib.Nifti1Image(vol.data, vol.affine)
     if like is not None:
-        out = nip.resample_from_to(img, (like.data.shape, like.affine), order=order, mode='constant', cval=float(vol.data.min()))
+        out = nip.resample_from_to(img, (like.data.shape, like.affine), order=order, mode='constant',
+                                   cval=float(vol.data.min()))
         return Volume(np.asarray(out.dataobj, np.float32), like.affine, like.zooms, vol.path)
     if np.allclose(vol.affine[:3, :3], np.diag(dst)): return vol  # already on such a grid
     src = np.asarray(vol.zooms, float)
@@ -148,15 +152,16 @@ def resample_volume(vol:Volume, # a volume (any affine, oblique included)
 def _crop_pad(a:np.ndarray, axes:list, starts:list, n:int, fill=0)->np.ndarray:
     "Window `[start, start + n)` along each of `axes`, padded with `fill` where it leaves the array."
     for ax, s in zip(axes, starts):
-        pad = [(0, 0)]*a.ndim; pad[ax] = (max(0, -s), max(0, s + n - a.shape[ax]))
+        pad = [(0, 0)]*a.ndim
+        pad[ax] = (max(0, -s), max(0, s + n - a.shape[ax]))
         a = np.take(np.pad(a, pad, constant_values=fill), np.arange(n) + s + pad[ax][0], axis=ax)
     return a
 
 def to_grid(vol:Volume, # a volume in RAS orientation
             res:int=64, # pixels across the field of view
             axis:str='axial', # slicing direction
-            fov_mm:float=240., # field of view in the slice plane, mm
-            slice_mm:float=1., # spacing between slices, mm
+            fov_mm:float=FOV_MM, # field of view in the slice plane, mm
+            slice_mm:float=SLICE_MM, # spacing between slices, mm
             pct:tuple=(0.5, 99.5), # intensity normalisation percentiles
             seg:Volume|None=None, # optional label map on the same scan, carried along (nearest neighbour)
            )->tuple:
@@ -178,8 +183,8 @@ def volume_to_slices(vol:Volume|np.ndarray, # a volume in RAS orientation (an ar
                      axis:str='axial', # 'axial', 'coronal' or 'sagittal'
                      min_brain:float=0.15, # keep slices whose foreground area is at least this share of the largest
                      pct:tuple=(0.5, 99.5), # intensity normalisation percentiles
-                     fov_mm:float=240., # field of view in the slice plane, mm
-                     slice_mm:float=1., # spacing between slices, mm
+                     fov_mm:float=FOV_MM, # field of view in the slice plane, mm
+                     slice_mm:float=SLICE_MM, # spacing between slices, mm
                     )->tuple:
     "Slices `(N, 1, res, res)` in [-1, 1], their indices on the resampled grid, and their relative level in [0, 1]."
     if not isinstance(vol, Volume): vol = Volume(np.asarray(vol, np.float32), np.eye(4), (1., 1., 1.), '')
@@ -243,7 +248,8 @@ class SliceData:
 def counts(self:SliceData)->dict:
     "Slices per class and split."
     labels = self.labels.tolist()
-    return {name: {s: sum(1 for l, sp in zip(labels, self.split) if l == c and sp == s) for s in ('train', 'val')} for c, name in enumerate(self.class_names)}
+    return {name: {s: sum(1 for l, sp in zip(labels, self.split) if l == c and sp == s) for s in ('train', 'val')}
+            for c, name in enumerate(self.class_names)}
 
 @patch
 def __repr__(self:SliceData):
@@ -257,19 +263,21 @@ def mni152_slices(res:int=64, # image size
                   axis:str='axial', # slicing direction
                   min_brain:float=0.15, # brain-content filter
                   pct:tuple=(0.5, 99.5), # normalisation percentiles
-                  fov_mm:float=240., # field of view, mm
-                  slice_mm:float=1., # slice spacing, mm
+                  fov_mm:float=FOV_MM, # field of view, mm
+                  slice_mm:float=SLICE_MM, # slice spacing, mm
                  )->SliceData:
-    "The built-in dataset: the MNI152 2009 T1 template from `nilearn`, sliced, labelled by level, every k-th slice held out."
+    """The built-in dataset: the MNI152 2009 T1 template from `nilearn`, sliced, labelled by level,
+    every k-th slice held out."""
     return volume_slices(mni152_path(), 'mni152', res, n_classes, val_every, axis, min_brain, pct,
                          settings=dict(source='mni152', file=mni152_path().name), fov_mm=fov_mm, slice_mm=slice_mm)
 
 # %% ../nbs/10_data.ipynb #05635b4b
 def volume_slices(path, # one NIfTI volume
                   subject:str|None=None, # subject id (default: the file name without .nii/.nii.gz)
-                  res:int=64, n_classes:int=4, val_every:int=5, axis:str='axial', min_brain:float=0.15, pct:tuple=(0.5, 99.5),
+                  res:int=64, n_classes:int=4, val_every:int=5, axis:str='axial', min_brain:float=0.15,
+                  pct:tuple=(0.5, 99.5),
                   settings:dict|None=None, # settings to record (default: the source path)
-                  fov_mm:float=240., slice_mm:float=1.,
+                  fov_mm:float=FOV_MM, slice_mm:float=SLICE_MM,
                  )->SliceData:
     "Slices of a single volume, labelled by level, every k-th slice held out (one volume has no subjects to split by)."
     if val_every < 2: raise ValueError(f"val_every must be at least 2, got {val_every}")
@@ -280,8 +288,9 @@ def volume_slices(path, # one NIfTI volume
         raise DataError(path, str(e)) from None
     settings = {**(settings or dict(source=str(path))), **slice_settings(res, axis, fov_mm, slice_mm, min_brain, pct),
                 **dict(n_classes=n_classes, label='level', val_every=val_every)}
-    return SliceData(x, torch.from_numpy(level_labels(level, n_classes)), [subject]*len(x), level_names(n_classes, axis),
-                     val_every_split(len(x), val_every), settings, torch.from_numpy(idx.astype(np.int64)), torch.from_numpy(level.astype(np.float32)))
+    return SliceData(x, torch.from_numpy(level_labels(level, n_classes)), [subject]*len(x),
+                     level_names(n_classes, axis), val_every_split(len(x), val_every), settings,
+                     torch.from_numpy(idx.astype(np.int64)), torch.from_numpy(level.astype(np.float32)))
 
 def val_every_split(n:int, val_every:int=5)->list:
     "Split of one volume's slices: every k-th slice to validation."
@@ -300,7 +309,8 @@ def show_grid(images:torch.Tensor, # (N, 1, H, W) in [-1, 1]
               dpi:int=100, # figure resolution
               suptitle:str|None=None, # figure title
              ):
-    "Show a grid of single-channel images in [-1, 1]; titles wrap to the image width, and nothing overlaps (constrained layout)."
+    """Show a grid of single-channel images in [-1, 1]; titles wrap to the image width, and nothing overlaps
+    (constrained layout)."""
     import textwrap
     import matplotlib.pyplot as plt
     images = images.detach().float().cpu()
@@ -398,15 +408,17 @@ def find_volumes(folder, # a folder of volumes
                  pattern:str='**/*', # glob under `folder`, e.g. '**/*_t1.nii.gz' for BraTS
                  exclude:list=(), # globs (file name or path under `folder`) to leave out
                 )->list:
-    "Image volumes (`.nii`, `.nii.gz`, `.hdr`) under `folder`, sorted; segmentation maps and hidden files are never included."
+    """Image volumes (`.nii`, `.nii.gz`, `.hdr`) under `folder`, sorted; segmentation maps and hidden files are
+    never included."""
     folder = Path(folder)
     if not folder.exists(): raise DataError(folder, 'folder not found')
     if not folder.is_dir(): raise DataError(folder, 'not a folder')
     def _unreadable(e:OSError): raise DataError(e.filename or folder, f'cannot read folder ({os_problem(e)})')
     for _ in os.walk(folder, onerror=_unreadable): pass  # a folder we may not list is an error, not an empty folder
-    out = lambda p: any(fnmatch.fnmatch(p.name, g) or fnmatch.fnmatch(p.relative_to(folder).as_posix(), g) for g in exclude)
-    files = sorted(p for p in folder.glob(pattern) if p.is_file() and p.name.endswith(NIFTI_EXT) and not p.name.startswith('.')
-                   and not is_seg(p.name) and not out(p))
+    out = lambda p: any(fnmatch.fnmatch(p.name, g) or fnmatch.fnmatch(p.relative_to(folder).as_posix(), g)
+                        for g in exclude)
+    files = sorted(p for p in folder.glob(pattern) if p.is_file() and p.name.endswith(NIFTI_EXT)
+                   and not p.name.startswith('.') and not is_seg(p.name) and not out(p))
     if not files: raise DataError(folder, f"no NIfTI files ({pattern}) found")
     return files
 
@@ -427,22 +439,29 @@ def find_subjects(folder, # a folder of volumes
     for f in files: by.setdefault(subject_of(f, folder), []).append(f)
     out = []
     for s, fs in by.items():
-        if len(fs) > 1: raise DataError(fs[0].parent, f"subject {s!r} has {len(fs)} volumes ({', '.join(f.name for f in fs[:4])}); choose one with --modality or --pattern")
-        segs = sorted(p for p in fs[0].parent.iterdir() if p.is_file() and is_seg(p.name) and p.name.endswith(NIFTI_EXT)) if fs[0].parent != folder else \
-               sorted(p for p in folder.iterdir() if is_seg(p.name) and _stem(p.name)[:-4] == _stem(fs[0].name).rsplit('_', 1)[0])
+        if len(fs) > 1:
+            raise DataError(fs[0].parent, f"subject {s!r} has {len(fs)} volumes ({', '.join(f.name for f in fs[:4])}); "
+                                          "choose one with --modality or --pattern")
+        segs = (sorted(p for p in fs[0].parent.iterdir() if p.is_file() and is_seg(p.name)
+                       and p.name.endswith(NIFTI_EXT)) if fs[0].parent != folder else
+                sorted(p for p in folder.iterdir()
+                       if is_seg(p.name) and _stem(p.name)[:-4] == _stem(fs[0].name).rsplit('_', 1)[0]))
         out.append((s, fs[0], segs[0] if len(segs) == 1 else None))
     return out
 
 # %% ../nbs/10_data.ipynb #f1754c92
 def subject_slices(image, # the subject's image volume
                    seg=None, # its segmentation map, or None
-                   res:int=64, axis:str='axial', fov_mm:float=240., slice_mm:float=1., min_brain:float=0.15, pct:tuple=(0.5, 99.5),
+                   res:int=64, axis:str='axial', fov_mm:float=FOV_MM, slice_mm:float=SLICE_MM, min_brain:float=0.15,
+                   pct:tuple=(0.5, 99.5),
                   )->dict:
-    "One subject's slices on the millimetre grid: images, slice indices, levels, and each slice's labelled area in mm² (with a seg)."
+    """One subject's slices on the millimetre grid: images, slice indices, levels, and each slice's labelled area
+    in mm² (with a seg)."""
     vol = load_volume(image)
     sv = None if seg is None else load_volume(seg, labels=True)
     if sv is not None and sv.data.shape != vol.data.shape:
-        raise DataError(seg, f'segmentation of shape {sv.data.shape} does not match its image {Path(image).name} of shape {vol.data.shape}')
+        raise DataError(seg, f'segmentation of shape {sv.data.shape} does not match its image {Path(image).name} '
+                             f'of shape {vol.data.shape}')
     try:
         norm, fg, s = to_grid(vol, res, axis, fov_mm, slice_mm, pct, sv)
         x, keep, level = _slices(norm, fg, axis, min_brain)
@@ -455,54 +474,63 @@ def subject_slices(image, # the subject's image volume
 
 # %% ../nbs/10_data.ipynb #2ffc9222
 def plan_folder(folder, # a folder of volumes
-                labels_csv=None, label_column:str='class', subject_column:str='subject', bins:list|None=None, # CSV labels
+                labels_csv=None, label_column:str='class',
+                subject_column:str='subject', bins:list|None=None, # CSV labels
                 pattern:str='**/*', exclude:list=(), modality:str|None=None, # which files
-                label:str='auto', # 'auto' (csv if given, else tumour if seg maps exist, else level), 'level', 'tumour', 'csv'
+                label:str='auto', # 'auto' (csv if given, else tumour if seg maps, else level), 'level', 'tumour', 'csv'
                 n_classes:int=4, axis:str='axial', # level classes
                )->tuple:
     "Jobs (one dict per subject), class names and label rule for a folder; a job's `problem` is a reason to refuse it."
     folder = Path(folder)
     subs = find_subjects(folder, pattern, exclude, modality)
     if label == 'auto': label = 'csv' if labels_csv else 'tumour' if any(g for _, _, g in subs) else 'level'
-    if label not in ('level', 'tumour', 'csv'): raise ValueError(f"label must be auto, level, tumour or csv, got {label!r}")
+    if label not in ('level', 'tumour', 'csv'):
+        raise ValueError(f"label must be auto, level, tumour or csv, got {label!r}")
     if label == 'csv' and not labels_csv: raise ValueError('label csv needs a labels CSV')
     table = read_labels_csv(labels_csv, label_column, subject_column, bins) if label == 'csv' else None
     names = (level_names(n_classes, axis) if label == 'level' else ['no tumour', 'tumour'] if label == 'tumour' else
-             [n for n in bin_names(bins, label_column) if n in set(table.values())] if bins else sorted(set(table.values())))
+             [n for n in bin_names(bins, label_column) if n in set(table.values())] if bins else
+             sorted(set(table.values())))
     jobs = []
     for s, f, g in subs:
         j = dict(subject=s, image=str(f), seg=str(g) if g and label == 'tumour' else None, cls=None, problem=None)
         if label == 'csv':
             c = class_of(table, s)
-            if c is None: j['problem'] = f'subject {s!r} has no row (or an empty {label_column!r}) in {Path(labels_csv).name}'
+            if c is None:
+                j['problem'] = f'subject {s!r} has no row (or an empty {label_column!r}) in {Path(labels_csv).name}'
             else: j['cls'] = names.index(c)
         if label == 'tumour' and g is None: j['problem'] = 'no segmentation map (*_seg.nii.gz) beside it'
         jobs.append(j)
     return jobs, names, label
 
 # %% ../nbs/10_data.ipynb #766629e5
-def folder_settings(folder, res=64, axis='axial', fov_mm=240., slice_mm=1., min_brain=0.15, pct=(0.5, 99.5), label='level',
-                    n_classes=4, tumour_mm2=100., val_frac=0.2, seed=0, **kw)->dict:
+def folder_settings(folder, res=64, axis='axial', fov_mm=FOV_MM, slice_mm=SLICE_MM, min_brain=0.15, pct=(0.5, 99.5),
+                    label='level', n_classes=4, tumour_mm2=100., val_frac=0.2, seed=0, **kw)->dict:
     "Settings recorded with a folder's slices (JSON-ready)."
-    return dict(source=str(folder), **slice_settings(res, axis, fov_mm, slice_mm, min_brain, pct), label=label, n_classes=n_classes,
-                tumour_mm2=float(tumour_mm2), val_frac=val_frac, seed=seed, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()})
+    return dict(source=str(folder), **slice_settings(res, axis, fov_mm, slice_mm, min_brain, pct), label=label,
+                n_classes=n_classes, tumour_mm2=float(tumour_mm2), val_frac=val_frac, seed=seed,
+                **{k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()})
 
 # %% ../nbs/10_data.ipynb #53ac5383
 def folder_slices(folder, # a folder of volumes
                   labels_csv=None, # optional CSV; without it, classes are tumour (seg maps) or anatomical levels
-                  res:int=64, n_classes:int=4, val_frac:float=0.2, seed:int=0, axis:str='axial', min_brain:float=0.15, pct:tuple=(0.5, 99.5),
+                  res:int=64, n_classes:int=4, val_frac:float=0.2, seed:int=0, axis:str='axial', min_brain:float=0.15,
+                  pct:tuple=(0.5, 99.5),
                   pattern:str='**/*', # which files
                   on_error:str='raise', # 'raise': fail on the first bad file; 'skip': leave it out and report it
                   progress:bool|None=True, # show a progress bar (None: only on a terminal)
-                  exclude:list=(), modality:str|None=None, label:str='auto', label_column:str='class', subject_column:str='subject',
-                  bins:list|None=None, tumour_mm2:float=100., fov_mm:float=240., slice_mm:float=1.,
+                  exclude:list=(), modality:str|None=None, label:str='auto', label_column:str='class',
+                  subject_column:str='subject', bins:list|None=None, tumour_mm2:float=100., fov_mm:float=FOV_MM,
+                  slice_mm:float=SLICE_MM,
                  )->SliceData:
-    "Slices from a folder in memory (small folders; chapter 11 writes big ones to disk), split by subject; bad files refused or skipped."
+    """Slices from a folder in memory (small folders; chapter 11 writes big ones to disk), split by subject;
+    bad files refused or skipped."""
     if on_error not in ('raise', 'skip'): raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    jobs, names, label = plan_folder(folder, labels_csv, label_column, subject_column, bins, pattern, exclude, modality, label, n_classes, axis)
-    s = folder_settings(folder, res, axis, fov_mm, slice_mm, min_brain, pct, label, len(names), tumour_mm2, val_frac, seed,
-                        labels_csv=str(labels_csv) if labels_csv else None, label_column=label_column, bins=bins, pattern=pattern,
-                        exclude=list(exclude), modality=modality, files=len(jobs))
+    jobs, names, label = plan_folder(folder, labels_csv, label_column, subject_column, bins, pattern, exclude, modality,
+                                     label, n_classes, axis)
+    s = folder_settings(folder, res, axis, fov_mm, slice_mm, min_brain, pct, label, len(names), tumour_mm2, val_frac,
+                        seed, labels_csv=str(labels_csv) if labels_csv else None, label_column=label_column, bins=bins,
+                        pattern=pattern, exclude=list(exclude), modality=modality, files=len(jobs))
     parts, skipped = [], []
     for j in tqdm(jobs, desc='volumes', disable=None if progress is None else not progress, leave=False):
         try: parts.append((j, slice_job(j, s)))
@@ -510,11 +538,13 @@ def folder_slices(folder, # a folder of volumes
             if on_error == 'raise': raise
             skipped.append((e.path, e.problem))
     if not parts: raise DataError(folder, f'no usable volume ({len(skipped)} skipped)')
-    val = split_subjects([j['subject'] for j, _ in parts], [j['cls'] for j, _ in parts] if label == 'csv' else None, val_frac, seed)
+    val = split_subjects([j['subject'] for j, _ in parts], [j['cls'] for j, _ in parts] if label == 'csv' else None,
+                         val_frac, seed)
     cat = lambda k, dt: torch.from_numpy(np.concatenate([r[k] for _, r in parts]).astype(dt))
-    return SliceData(torch.cat([r['x'] for _, r in parts]), cat('labels', np.int64), [j['subject'] for j, r in parts for _ in range(len(r['x']))],
-                     names, ['val' if j['subject'] in val else 'train' for j, r in parts for _ in range(len(r['x']))], dict(s, skipped=skipped),
-                     cat('slice_index', np.int64), cat('level', np.float32))
+    return SliceData(torch.cat([r['x'] for _, r in parts]), cat('labels', np.int64),
+                     [j['subject'] for j, r in parts for _ in range(len(r['x']))], names,
+                     ['val' if j['subject'] in val else 'train' for j, r in parts for _ in range(len(r['x']))],
+                     dict(s, skipped=skipped), cat('slice_index', np.int64), cat('level', np.float32))
 
 # %% ../nbs/10_data.ipynb #a11db9e4
 def slice_job(job:dict, # from `plan_folder` (or a single volume: subject, image)
@@ -522,7 +552,8 @@ def slice_job(job:dict, # from `plan_folder` (or a single volume: subject, image
              )->dict:
     "Slices and labels of one job: the unit of work of every build, in memory or on disk."
     if job.get('problem'): raise DataError(job['image'], job['problem'])
-    r = subject_slices(job['image'], job.get('seg'), s['res'], s['axis'], s['fov_mm'], s['slice_mm'], s['min_brain'], tuple(s['pct']))
+    r = subject_slices(job['image'], job.get('seg'), s['res'], s['axis'], s['fov_mm'], s['slice_mm'], s['min_brain'],
+                       tuple(s['pct']))
     n = len(r['x'])
     if s['label'] == 'tumour': lab = (r['tumour_mm2'] >= s['tumour_mm2']).astype(np.int64)
     elif s['label'] == 'csv': lab = np.full(n, job['cls'], np.int64)
@@ -532,31 +563,13 @@ def slice_job(job:dict, # from `plan_folder` (or a single volume: subject, image
 # %% ../nbs/10_data.ipynb #620a5620
 _CACHE_FORMAT = 'mri_diffusion_nb.slices/1'
 
-def _clean_stale(path:Path):
-    "Remove temporary files of `path` left by killed writers; a live writer holds a lock on its own."
-    if fcntl is None: return
-    for p in path.parent.glob(f'{TEMP_PREFIX}{path.name}-*'):
-        try: fd = os.open(p, os.O_RDONLY)
-        except OSError: continue
-        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); p.unlink(missing_ok=True)
-        except OSError: pass
-        finally: os.close(fd)
-
-@contextmanager
-def _held(tmp:Path):
-    "Hold a lock on a temporary file while it is written, so that `_clean_stale` leaves it alone."
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        if fcntl is not None: fcntl.flock(fd, fcntl.LOCK_EX)
-        yield tmp
-    finally: os.close(fd)
-
 # %% ../nbs/10_data.ipynb #12b59e08
 def save_cache(data:SliceData, path)->Path:
     "Write a `SliceData` to a safetensors file, atomically; temporary files of killed writers are removed first."
     path = Path(path)
-    if path.parent.is_dir(): _clean_stale(path)
-    subj_ids = sorted(set(data.subjects)); at = {s: i for i, s in enumerate(subj_ids)}
+    if path.parent.is_dir(): clean_stale(path)
+    subj_ids = sorted(set(data.subjects))
+    at = {s: i for i, s in enumerate(subj_ids)}
     tensors = dict(images=data.images.float().contiguous(), labels=data.labels.long().contiguous(),
                    split=torch.tensor([s == 'val' for s in data.split], dtype=torch.uint8),
                    subject_index=torch.tensor([at[s] for s in data.subjects], dtype=torch.int64))
@@ -564,7 +577,7 @@ def save_cache(data:SliceData, path)->Path:
     if data.level is not None: tensors['level'] = data.level.float().contiguous()
     meta = dict(format=_CACHE_FORMAT, class_names=json.dumps(list(data.class_names)), subjects=json.dumps(subj_ids),
                 settings=json.dumps(data.settings))
-    with atomic_path(path) as tmp, _held(tmp): save_file(tensors, str(tmp), metadata=meta)
+    with atomic_path(path) as tmp, writing(tmp): save_file(tensors, str(tmp), metadata=meta)
     return path
 
 # %% ../nbs/10_data.ipynb #592a5706
@@ -578,17 +591,20 @@ def load_cache(path)->SliceData:
             t = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e: raise DataError(path, f'not a slice cache ({error_text(e)})') from None
     if meta.get('format') != _CACHE_FORMAT: raise DataError(path, 'not a slice cache written by mri-diffusion data')
-    miss = [k for k in ('images', 'labels', 'split', 'subject_index') if k not in t] + [k for k in ('subjects', 'class_names', 'settings') if k not in meta]
+    miss = ([k for k in ('images', 'labels', 'split', 'subject_index') if k not in t]
+            + [k for k in ('subjects', 'class_names', 'settings') if k not in meta])
     if miss: raise DataError(path, f"damaged slice cache, no {', '.join(miss)}; make it again with mri-diffusion data")
     n = len(t['images'])
     if t['images'].ndim != 4 or any(len(t[k]) != n for k in ('labels', 'split', 'subject_index')):
-        raise DataError(path, f"damaged slice cache, images {tuple(t['images'].shape)} and per-slice arrays disagree; make it again")
+        raise DataError(path, f"damaged slice cache, images {tuple(t['images'].shape)} and per-slice arrays disagree; "
+                              "make it again")
     try:
         subj_ids, names, settings = (json.loads(meta[k]) for k in ('subjects', 'class_names', 'settings'))
         subjects = [subj_ids[i] for i in t['subject_index'].tolist()]
-    except (ValueError, IndexError, KeyError, TypeError) as e: raise DataError(path, f'damaged slice cache ({error_text(e)}); make it again') from None
-    return SliceData(t['images'], t['labels'], subjects, names, ['val' if s else 'train' for s in t['split'].tolist()], settings,
-                     t.get('slice_index'), t.get('level'))
+    except (ValueError, IndexError, KeyError, TypeError) as e:
+        raise DataError(path, f'damaged slice cache ({error_text(e)}); make it again') from None
+    return SliceData(t['images'], t['labels'], subjects, names, ['val' if s else 'train' for s in t['split'].tolist()],
+                     settings, t.get('slice_index'), t.get('level'))
 
 # %% ../nbs/10_data.ipynb #2b2ea0c8
 def augment(x:torch.Tensor, # (B, 1, H, W) in [-1, 1]
@@ -602,12 +618,15 @@ def augment(x:torch.Tensor, # (B, 1, H, W) in [-1, 1]
     "Random small affine and intensity jitter for training; background stays -1."
     b = x.shape[0]
     u = lambda: torch.rand(b, generator=generator, device='cpu')*2 - 1
-    th = u()*rot*torch.pi/180; s = 1 + u()*scale; tx, ty = u()*shift*2, u()*shift*2
+    th = u()*rot*torch.pi/180
+    s = 1 + u()*scale
+    tx, ty = u()*shift*2, u()*shift*2
     c, br = 1 + u()*contrast, u()*brightness
     cos, sin = torch.cos(th)/s, torch.sin(th)/s
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1).to(x)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    y = F.grid_sample(x + 1, grid, mode='bilinear', padding_mode='zeros', align_corners=False)  # background 0 after shift
+    # background 0 after shift
+    y = F.grid_sample(x + 1, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
     fg = (y > 0.02).to(x.dtype)
     y = y*c.to(x)[:, None, None, None] + br.to(x)[:, None, None, None]*fg
     return (y - 1).clamp(-1, 1)
@@ -619,7 +638,8 @@ def to_uint(img:np.ndarray|torch.Tensor, # an image (or a batch) in [-1, 1]
            ):
     """Quantise [-1, 1] to the full range of `bits`-bit unsigned integers: round((x + 1)/2 · (2^bits − 1)).
     The one quantiser of the library (PNGs, the reader study, Inception's uint8 input): a tensor stays a tensor on
-    its device (uint8, or int32 for 16 bits) unless `numpy`, an array becomes uint8 or uint16; float32 arithmetic either way."""
+    its device (uint8, or int32 for 16 bits) unless `numpy`, an array becomes uint8 or uint16; float32 arithmetic
+    either way."""
     if bits not in (8, 16): raise ValueError(f"bits must be 8 or 16, got {bits}")
     x = img.detach() if isinstance(img, torch.Tensor) else torch.as_tensor(np.asarray(img, dtype=np.float32))
     q = ((x.float().clamp(-1, 1) + 1)*((2**bits - 1)/2)).round()
@@ -646,7 +666,9 @@ def tile(images:torch.Tensor, # (N, 1, H, W) in [-1, 1]
         )->torch.Tensor:
     "One (rows*H, cols*W) image of N slices, for `to_png`, widgets and sample grids."
     x = images.detach().float().cpu()[:, 0]
-    n, h, w = x.shape; ncols = max(1, min(ncols, n)); nrows = -(-n//ncols)
+    n, h, w = x.shape
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n//ncols)
     g = torch.full((nrows*(h + gap) - gap, ncols*(w + gap) - gap), float(fill))
     for i in range(n):
         r, c = (i % nrows, i//nrows) if down else divmod(i, ncols)
@@ -684,9 +706,11 @@ def slice_browser(volumes:dict, # name -> `Volume` (or path)
         img.value = to_png(im, scale=max(1, 256//res))
         if k in keep:
             lv = (k - keep.min())/max(keep.max() - keep.min(), 1)
-            info.value = f"slice {k}: kept, class {level_labels(np.array([lv]), n_classes)[0]} ({level_names(n_classes, axis)[level_labels(np.array([lv]), n_classes)[0]]})"
+            info.value = (f"slice {k}: kept, class {level_labels(np.array([lv]), n_classes)[0]} "
+                          f"({level_names(n_classes, axis)[level_labels(np.array([lv]), n_classes)[0]]})")
         else: info.value = f"slice {k}: dropped by the brain-content filter"
-    pick.observe(_render, 'value'); sl.observe(_render, 'value')
+    pick.observe(_render, 'value')
+    sl.observe(_render, 'value')
     sl.value = vols[pick.value].data.shape[ax]//2
     _render()
     return W.VBox([pick, sl, img, info])

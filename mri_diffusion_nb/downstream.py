@@ -55,9 +55,13 @@ def fit_classifier(x:torch.Tensor, # (N, 1, H, W) training slices in [-1, 1]
     for _ in range(steps):
         i = torch.randint(len(x), (min(batch_size, len(x)),), generator=g)
         loss = F.cross_entropy(model(augment(x[i], generator=g).to(device)), y[i].to(device))
-        opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
     return model.eval()
 
+# %% ../nbs/28_downstream.ipynb #dc309064
 def accuracy(model:SliceClassifier, x:torch.Tensor, y:torch.Tensor)->tuple:
     "(correct, total) of the model on held-out slices."
     return int((model.predict(x) == torch.as_tensor(y)).sum()), len(y)
@@ -73,22 +77,26 @@ def conditions(fractions:tuple)->list:
 
 def _read_fake(fake, class_names, res:int)->tuple:
     "Generated slices (N, 1, res, res) and their intended classes, from a folder or an (images, labels) pair."
-    if not isinstance(fake, (str, Path)): return read_slices(fake[0], range(len(fake[0])), res), torch.as_tensor(fake[1]).long()
+    if not isinstance(fake, (str, Path)):
+        return read_slices(fake[0], range(len(fake[0])), res), torch.as_tensor(fake[1]).long()
     rows = fake_manifest(fake, class_names)
     x = torch.stack([read_png(Path(fake)/f) for f, _ in rows])
-    if x.shape[-1] != res: x = F.interpolate(x, size=(res, res), mode='bilinear', antialias=True, align_corners=False).clamp(-1, 1)
+    if x.shape[-1] != res:
+        x = F.interpolate(x, size=(res, res), mode='bilinear', antialias=True, align_corners=False).clamp(-1, 1)
     return x, torch.tensor([k for _, k in rows])
 
 # %% ../nbs/28_downstream.ipynb #c3d4e5f6
 def _protocol(width, res, steps, batch_size, n_tr, n_va, n_fake, real, seeds, fractions, fake, seconds)->dict:
     "What `utility_experiment` ran, printed with its numbers."
-    return dict(classifier=f'SliceClassifier(width={width}) at {res} px, AdamW one-cycle lr 3e-3, {steps} steps of {batch_size}, augmentation on',
-                n_train_real=n_tr, n_test_real=n_va, n_synthetic=n_fake, class_names=list(real.class_names), seeds=list(seeds),
-                fractions=list(fractions), real_source=str(getattr(real, 'settings', {}).get('source', '')),
+    return dict(classifier=f'SliceClassifier(width={width}) at {res} px, AdamW one-cycle lr 3e-3, '
+                           f'{steps} steps of {batch_size}, augmentation on',
+                n_train_real=n_tr, n_test_real=n_va, n_synthetic=n_fake, class_names=list(real.class_names),
+                seeds=list(seeds), fractions=list(fractions),
+                real_source=str(getattr(real, 'settings', {}).get('source', '')),
                 fake_source=str(fake) if isinstance(fake, (str, Path)) else 'in memory', seconds=round(seconds, 1))
 
 # %% ../nbs/28_downstream.ipynb #5667f4ab
-def utility_experiment(real, # real slices: 'mni152', a store folder, a cache file, or a loaded dataset (train/val split)
+def utility_experiment(real, # real slices: 'mni152', a store folder, a cache file or a loaded dataset (train/val split)
                        fake, # generated slices: a `mri-diffusion sample` folder, or (images, labels)
                        fractions:tuple=(0.1, 0.25, 0.5), # shares of the real training slices
                        seeds:tuple=(0, 1, 2), # one classifier per condition and seed
@@ -97,7 +105,8 @@ def utility_experiment(real, # real slices: 'mni152', a store folder, a cache fi
                        device:str='cpu', # where the classifiers train
                        progress:bool=False, # progress bar over runs
                       )->dict:
-    "Train the same classifier on real, generated, and mixed slices; test each on held-out real slices; every run and the protocol."
+    """Train the same classifier on real, generated, and mixed slices; test each on held-out real slices;
+    every run and the protocol."""
     real = open_real(real, 64)
     split = np.asarray(real.split)
     tr, va = np.flatnonzero(split == 'train'), np.flatnonzero(split == 'val')
@@ -112,22 +121,26 @@ def utility_experiment(real, # real slices: 'mni152', a store folder, a cache fi
         x, y = torch.cat([xtr[idx]] + ([xf] if syn else [])), torch.cat([ytr[idx]] + ([yf] if syn else []))
         m = fit_classifier(x, y, real.n_classes, steps, batch_size, width=width, seed=seed, device=device)
         k, n = accuracy(m, xva, yva)
-        runs.append(dict(condition=name, fraction=f, synthetic=syn, seed=seed, n_real=len(idx), n_synthetic=len(xf) if syn else 0,
-                         correct=k, n_test=n, accuracy=k/n))
-    proto = _protocol(width, res, steps, batch_size, len(tr), len(va), len(xf), real, seeds, fractions, fake, time.time() - t0)
+        runs.append(dict(condition=name, fraction=f, synthetic=syn, seed=seed, n_real=len(idx),
+                         n_synthetic=len(xf) if syn else 0, correct=k, n_test=n, accuracy=k/n))
+    proto = _protocol(width, res, steps, batch_size, len(tr), len(va), len(xf), real, seeds, fractions, fake,
+                      time.time() - t0)
     return dict(format=UTILITY_FORMAT, protocol=proto, runs=runs)
 
 # %% ../nbs/28_downstream.ipynb #300c00d3
 def summarise(runs:list)->list:
-    "One row per condition: mean accuracy over seeds, t interval over seeds (clipped to [0, 1]), and the Wilson interval of one test set at that mean."
+    """One row per condition: mean accuracy over seeds, t interval over seeds (clipped to [0, 1]),
+    and the Wilson interval of one test set at that mean."""
     out = []
     for name in dict.fromkeys(r['condition'] for r in runs):
         rs = [r for r in runs if r['condition'] == name]
-        a = np.array([r['accuracy'] for r in rs]); m, n = float(a.mean()), len(a)
+        a = np.array([r['accuracy'] for r in rs])
+        m, n = float(a.mean()), len(a)
         h = float(stats.t.ppf(0.975, n - 1)*a.std(ddof=1)/math.sqrt(n)) if n > 1 else float('nan')
-        out.append(dict(condition=name, fraction=rs[0]['fraction'], synthetic=rs[0]['synthetic'], n_real=rs[0]['n_real'],
-                        n_synthetic=rs[0]['n_synthetic'], seeds=n, mean=m, sd=float(a.std(ddof=1)) if n > 1 else float('nan'),
-                        ci95=(max(0., m - h), min(1., m + h)), wilson95=wilson(round(m*rs[0]['n_test']), rs[0]['n_test']), accuracies=a.tolist()))
+        out.append(dict(condition=name, fraction=rs[0]['fraction'], synthetic=rs[0]['synthetic'],
+                        n_real=rs[0]['n_real'], n_synthetic=rs[0]['n_synthetic'], seeds=n, mean=m,
+                        sd=float(a.std(ddof=1)) if n > 1 else float('nan'), ci95=(max(0., m - h), min(1., m + h)),
+                        wilson95=wilson(round(m*rs[0]['n_test']), rs[0]['n_test']), accuracies=a.tolist()))
     return out
 
 # %% ../nbs/28_downstream.ipynb #cafc79b4
@@ -135,7 +148,8 @@ def equivalent_real(table:list, # from `summarise`
                     n_classes:int, # chance is 1/n_classes at 0 % real data
                     n_train:int, # real training slices at 100 %
                    )->list:
-    "For each condition with generated slices: the real share reaching the same mean accuracy, and the share the generated slices replace."
+    """For each condition with generated slices: the real share reaching the same mean accuracy,
+    and the share the generated slices replace."""
     pts = sorted([(0.0, 1/n_classes)] + [(r['fraction'], r['mean']) for r in table if not r['synthetic']])
     f, a = np.array([p[0] for p in pts]), np.maximum.accumulate([p[1] for p in pts])
     ref = {r['fraction']: r for r in table if not r['synthetic']}
@@ -145,11 +159,14 @@ def equivalent_real(table:list, # from `summarise`
         elif r['mean'] <= a[0]: eq, bound = 0.0, 'at most'
         else:
             j = int(np.flatnonzero(a >= r['mean'])[0])
-            eq = float(f[j - 1] + (r['mean'] - a[j - 1])/(a[j] - a[j - 1])*(f[j] - f[j - 1])) if a[j] > a[j - 1] else float(f[j]); bound = ''
+            eq = (float(f[j - 1] + (r['mean'] - a[j - 1])/(a[j] - a[j - 1])*(f[j] - f[j - 1])) if a[j] > a[j - 1]
+                  else float(f[j]))
+            bound = ''
         base = ref.get(r['fraction'])
         overlap = bool(base and not (r['ci95'][0] > base['ci95'][1] or r['ci95'][1] < base['ci95'][0]))
-        out.append(dict(condition=r['condition'], fraction=r['fraction'], mean=r['mean'], equivalent_fraction=eq, bound=bound,
-                        replaced_fraction=eq - r['fraction'], replaced_slices=round((eq - r['fraction'])*n_train),
+        out.append(dict(condition=r['condition'], fraction=r['fraction'], mean=r['mean'], equivalent_fraction=eq,
+                        bound=bound, replaced_fraction=eq - r['fraction'],
+                        replaced_slices=round((eq - r['fraction'])*n_train),
                         overlaps_real_only=overlap if base else None))
     return out
 
@@ -162,21 +179,30 @@ def utility_markdown(rep:dict, # from `utility_experiment`
     p, table = rep['protocol'], summarise(rep['runs'])
     eq = equivalent_real(table, len(p['class_names']), p['n_train_real'])
     L = ['# Downstream utility: train on synthetic, test on real', '', '## Protocol', '',
-         f"- task: classify {len(p['class_names'])} classes ({', '.join(p['class_names'])}); test: {p['n_test_real']} held-out real slices",
-         f"- real training slices: {p['n_train_real']} ({p['real_source']}); generated: {p['n_synthetic']} ({p['fake_source']}), labelled with their intended class",
+         f"- task: classify {len(p['class_names'])} classes ({', '.join(p['class_names'])}); "
+         f"test: {p['n_test_real']} held-out real slices",
+         f"- real training slices: {p['n_train_real']} ({p['real_source']}); "
+         f"generated: {p['n_synthetic']} ({p['fake_source']}), labelled with their intended class",
          f"- {p['classifier']}; seeds {p['seeds']}; fractions stratified by class", '',
-         '| condition | real slices | generated slices | accuracy % (mean) | 95 % CI over seeds | Wilson 95 % (one test set) | per seed |',
+         '| condition | real slices | generated slices | accuracy % (mean) | 95 % CI over seeds '
+         '| Wilson 95 % (one test set) | per seed |',
          '|---|---|---|---|---|---|---|']
-    L += [f"| {r['condition']} | {r['n_real']} | {r['n_synthetic']} | {_p(r['mean'])} | {_p(r['ci95'][0])}–{_p(r['ci95'][1])} | "
-          f"{_p(r['wilson95'][0])}–{_p(r['wilson95'][1])} | {', '.join(_p(a) for a in r['accuracies'])} |" for r in table]
-    L += ['', '## Real data replaced at equal accuracy', '', '| condition | equivalent real share | replaced share | replaced slices | CI overlaps the same real share alone |', '|---|---|---|---|---|']
-    L += [f"| {e['condition']} | {e['bound'] + ' ' if e['bound'] else ''}{_p(e['equivalent_fraction'])} % | {_p(e['replaced_fraction'])} % | "
-          f"{e['replaced_slices']} | {'–' if e['overlaps_real_only'] is None else ('yes: within noise' if e['overlaps_real_only'] else 'no')} |" for e in eq]
+    L += [f"| {r['condition']} | {r['n_real']} | {r['n_synthetic']} | {_p(r['mean'])} | "
+          f"{_p(r['ci95'][0])}–{_p(r['ci95'][1])} | "
+          f"{_p(r['wilson95'][0])}–{_p(r['wilson95'][1])} | {', '.join(_p(a) for a in r['accuracies'])} |"
+          for r in table]
+    L += ['', '## Real data replaced at equal accuracy', '',
+          '| condition | equivalent real share | replaced share | replaced slices '
+          '| CI overlaps the same real share alone |', '|---|---|---|---|---|']
+    L += [f"| {e['condition']} | {e['bound'] + ' ' if e['bound'] else ''}{_p(e['equivalent_fraction'])} % | "
+          f"{_p(e['replaced_fraction'])} % | {e['replaced_slices']} | "
+          f"{'–' if e['overlaps_real_only'] is None else ('yes: within noise' if e['overlaps_real_only'] else 'no')} |"
+          for e in eq]
     return '\n'.join(L + [''])
 
 # %% ../nbs/28_downstream.ipynb #d0b24931
 def plot_utility(rep:dict, dpi:int=100):
-    "Accuracy against the share of real training slices, without and with generated slices, with the seeds' 95 % intervals."
+    "Accuracy vs the share of real training slices, without and with generated slices, with the seeds' 95 % intervals."
     import matplotlib.pyplot as plt
     t = summarise(rep['runs'])
     fig, ax = plt.subplots(figsize=(6.5, 4), dpi=dpi)
@@ -187,11 +213,16 @@ def plot_utility(rep:dict, dpi:int=100):
     so = next(r for r in t if r['condition'] == 'synthetic only')
     ax.axhline(so['mean'], color='C2', ls=':', label=f"generated only ({so['n_synthetic']} slices)")
     ax.axhline(1/len(rep['protocol']['class_names']), color='grey', lw=0.8, label='chance')
-    ax.set_xscale('log'); ax.set_xticks([5, 10, 25, 50, 100], ['5', '10', '25', '50', '100'])
-    ax.set_xlabel('share of the real training slices (%)'); ax.set_ylabel('accuracy on held-out real slices')
-    ax.set_title('Train on synthetic, test on real'); ax.legend(fontsize=8); fig.tight_layout()
+    ax.set_xscale('log')
+    ax.set_xticks([5, 10, 25, 50, 100], ['5', '10', '25', '50', '100'])
+    ax.set_xlabel('share of the real training slices (%)')
+    ax.set_ylabel('accuracy on held-out real slices')
+    ax.set_title('Train on synthetic, test on real')
+    ax.legend(fontsize=8)
+    fig.tight_layout()
     return fig
 
+# %% ../nbs/28_downstream.ipynb #7dbd83a1
 def write_utility_report(rep:dict, out)->Path:
     "Write report.md, report.json and utility.png to `out` as one set."
     import matplotlib.pyplot as plt

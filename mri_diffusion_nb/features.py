@@ -14,14 +14,15 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from .files import atomic_path, error_text
 from .data import to_uint
-from .runtime import INCEPTION_ENV, INCEPTION_FILE, INCEPTION_URL, WeightsError, _read_state_dict, chunks, module_device, resolve_weights
+from .runtime import (INCEPTION_ENV, INCEPTION_FILE, INCEPTION_URL, WeightsError, _read_state_dict,
+                                      chunks, module_device, resolve_weights)
 
 # %% auto #0
 __all__ = ['StandinFeatures', 'GrayInception', 'feature_extractor', 'images_key', 'extract_features']
 
 # %% ../nbs/20_features.ipynb #5737b2a5
 class StandinFeatures(nn.Module):
-    "Fixed random-weight CNN features (seeded): a stand-in for Inception that needs no download. Not comparable to published FID."
+    "Seeded random-weight CNN features: an Inception stand-in that needs no download. Not comparable to published FID."
     def __init__(self,
                  widths:tuple=(8, 16, 32), # channels of the three stride-2 conv layers; features = their sum
                  size:int=64, # images are resized to size x size (bilinear, anti-aliased)
@@ -36,8 +37,10 @@ class StandinFeatures(nn.Module):
         self.widths, self.size, self.seed = tuple(widths), size, seed
         self.num_features = sum(widths)
         self.tag = f"standin-cnn{self.widths}-s{seed}@{size}px"
-        self.protocol = dict(network=f"STAND-IN random CNN {self.widths} seed {seed} (not Inception; not comparable to published FID)",
-                             features=self.num_features, input='1 channel, [-1, 1] as is', resize=f'{size}x{size} bilinear, anti-aliased')
+        self.protocol = dict(network=f"STAND-IN random CNN {self.widths} seed {seed} "
+                                     "(not Inception; not comparable to published FID)",
+                             features=self.num_features, input='1 channel, [-1, 1] as is',
+                             resize=f'{size}x{size} bilinear, anti-aliased')
     def forward(self, x:torch.Tensor)->torch.Tensor:
         x = x.float()
         if x.shape[-1] != self.size or x.shape[-2] != self.size:
@@ -50,9 +53,9 @@ class StandinFeatures(nn.Module):
 
 # %% ../nbs/20_features.ipynb #b72d5274
 class GrayInception(nn.Module):
-    "torchmetrics' Inception-v3 (torch-fidelity weights) on one-channel [-1, 1] images: to 0..255, three channels, 299 px."
+    "torchmetrics' Inception-v3 (torch-fidelity weights) on 1-channel [-1, 1] images: to 0..255, 3 channels, 299 px."
     def __init__(self,
-                 weights=None, # local weights file; None: `$MRI_DIFFUSION_INCEPTION_WEIGHTS`, the hub cache, or a download
+                 weights=None, # local weights file (None: `$MRI_DIFFUSION_INCEPTION_WEIGHTS`, hub cache, download)
                  feature:int=2048, # Inception layer: 64, 192, 768 or 2048 (pool3, the FID standard)
                  antialias:bool=True, # anti-aliased bilinear resize to 299 (torchmetrics' default)
                  download:bool=True, # try to download when no local file is found
@@ -65,15 +68,17 @@ class GrayInception(nn.Module):
         except Exception as e: raise WeightsError(p, f'could not load Inception-v3 weights ({error_text(e)})') from None
         self.num_features, self.tag = feature, f'inception-v3-compat-{feature}-aa{int(antialias)}'
         self.protocol = dict(network=f'Inception-v3 (torch-fidelity {INCEPTION_FILE}), {feature} features',
-                             features=feature, input='[-1, 1] -> round((x+1)*127.5) uint8, gray replicated to 3 channels',
-                             resize=f"299x299 bilinear{', anti-aliased' if antialias else ' (TF1-compatible)'} (torchmetrics NoTrainInceptionV3)")
+                             features=feature,
+                             input='[-1, 1] -> round((x+1)*127.5) uint8, gray replicated to 3 channels',
+                             resize=f"299x299 bilinear{', anti-aliased' if antialias else ' (TF1-compatible)'} "
+                                    "(torchmetrics NoTrainInceptionV3)")
     def forward(self, x:torch.Tensor)->torch.Tensor:
         u8 = to_uint(x)  # on x's device
         if u8.shape[1] == 1: u8 = u8.expand(-1, 3, -1, -1)
         return self.net(u8)
 
 # %% ../nbs/20_features.ipynb #5f5134ed
-def feature_extractor(feature:str='inception', # 'inception' (the standard) or 'standin' (no weights needed; CI and demos)
+def feature_extractor(feature:str='inception', # 'inception' (the standard) or 'standin' (no weights; CI and demos)
                       weights=None, # local Inception weights file
                       download:bool=True, # allow the Inception download
                      )->nn.Module:
@@ -116,7 +121,8 @@ def extract_features(images, # (N, 1, H, W) in [-1, 1]: a tensor or a lazy store
     if out is None:
         dev = module_device(net)
         with torch.no_grad():
-            it = tqdm(chunks(images, batch_size, dev), total=math.ceil(len(images)/batch_size), desc='features', disable=not progress, leave=False)
+            it = tqdm(chunks(images, batch_size, dev), total=math.ceil(len(images)/batch_size), desc='features',
+                      disable=not progress, leave=False)
             out = torch.cat([net(x).double().cpu() for _, x in it])
         if f is not None:
             with atomic_path(f) as tmp: save_file({'features': out.contiguous()}, str(tmp), metadata={'key': key})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['TEMP_PREFIX', 'OLD_PREFIX', 'FileError', 'DataError', 'error_text', 'os_problem', 'check_target', 'fsync_path',
-           'atomic_path', 'atomic_dir', 'output_lock', 'clean_temps', 'check_writable']
+           'atomic_path', 'atomic_dir', 'output_lock', 'clean_temps', 'writing', 'clean_stale', 'check_writable']
 
 # %% ../nbs/00_files.ipynb #09ee205b
 TEMP_PREFIX, OLD_PREFIX = '.tmp-', '.old-'
@@ -46,7 +46,8 @@ def check_target(path, # a file about to be (re)written
     if path.exists():
         mode = path.stat().st_mode
         if stat.S_ISDIR(mode): raise FileError(path, 'is a folder, expected a file path')
-        if not stat.S_ISREG(mode): raise FileError(path, 'is a special file (device, FIFO or socket); refusing to replace it')
+        if not stat.S_ISREG(mode):
+            raise FileError(path, 'is a special file (device, FIFO or socket); refusing to replace it')
     top = _first_existing(path.parent)
     if not top.is_dir(): raise FileError(top, 'is a file, not a folder')
     return path
@@ -81,7 +82,8 @@ def atomic_path(path, # the file to write
     os.close(fd)
     try:
         yield Path(tmp)
-        um = os.umask(0); os.umask(um)
+        um = os.umask(0)
+        os.umask(um)
         os.chmod(tmp, 0o666 & ~um)  # mkstemp makes 0600 files; give the result the usual permissions
         if sync: fsync_path(tmp)
         os.replace(tmp, path)
@@ -125,7 +127,9 @@ def atomic_dir(path, # the folder to (re)write as a set
         elif _exchange(tmp, path): shutil.rmtree(tmp)  # tmp now holds the old set
         else:
             old = _tmp_name(path, OLD_PREFIX)
-            os.replace(path, old); os.replace(tmp, path); shutil.rmtree(old)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
         fsync_path(path.parent)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -137,6 +141,13 @@ def atomic_dir(path, # the folder to (re)write as a set
 # %% ../nbs/00_files.ipynb #9786774d
 try: import fcntl
 except ImportError: fcntl = None  # Windows: no locking
+
+def _flock(fd:int, wait:bool=False)->bool:
+    "The one locking primitive: an exclusive `flock` on an open file; False when another process holds it."
+    if fcntl is None: return True  # no locks on this platform: every writer proceeds
+    try: fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except OSError: return False
+    return True
 
 _held = {}  # resolved folder -> [fd, depth]
 
@@ -151,26 +162,23 @@ def output_lock(folder, # the output folder (created if missing)
                 command:str|None=None, # what holds it, shown to a second writer
                ):
     "Hold an exclusive lock on `folder` while the block runs; a second writer gets a one-line `FileError`."
-    folder = Path(folder); _mkdir(folder)
+    folder = Path(folder)
+    _mkdir(folder)
     key = str(folder.resolve())
-    if key in _held or fcntl is None:
-        if key in _held: _held[key][1] += 1
-        try: yield folder
-        finally:
-            if key in _held:
-                _held[key][1] -= 1
-                if not _held[key][1]: os.close(_held.pop(key)[0])
+    if key in _held:  # re-entrant within one process
+        _held[key][1] += 1
+        with _release(key): yield folder
         return
     lf = folder/'.lock'
     try: fd = os.open(lf, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e: raise FileError(folder, f'cannot write here ({os_problem(e)})') from None
-    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    if not _flock(fd):
         os.close(fd)
-        raise FileError(folder, f'in use by another writer ({_holder(lf)}); wait for it or choose another output') from None
+        raise FileError(folder, f'in use by another writer ({_holder(lf)}); wait for it or choose another output')
     me = dict(pid=os.getpid(), host=socket.gethostname(), command=command or ' '.join(sys.argv[:3]),
               since=time.strftime('%Y-%m-%d %H:%M:%S'))
-    os.ftruncate(fd, 0); os.pwrite(fd, json.dumps(me).encode(), 0)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(me).encode(), 0)
     _held[key] = [fd, 1]
     with _release(key): yield folder
 
@@ -182,7 +190,8 @@ def _release(key:str):
         _held[key][1] -= 1
         if not _held[key][1]:
             fd = _held.pop(key)[0]
-            os.ftruncate(fd, 0); os.close(fd)
+            os.ftruncate(fd, 0)
+            os.close(fd)
 
 # %% ../nbs/00_files.ipynb #aaa4c733
 def clean_temps(folder, # a folder this process holds the lock of
@@ -201,6 +210,29 @@ def clean_temps(folder, # a folder this process holds the lock of
         else: p.unlink(missing_ok=True)
     return found
 
+# %% ../nbs/00_files.ipynb #c6934255
+@contextmanager
+def writing(tmp:Path):
+    "Hold a lock on a temporary file while it is written, so that `clean_stale` leaves it alone."
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        _flock(fd, wait=True)
+        yield tmp
+    finally: os.close(fd)
+
+def clean_stale(path:Path)->list:
+    "Remove the temporary files of the single file `path` that killed writers left; returns them."
+    gone = []
+    for p in Path(path).parent.glob(f'{TEMP_PREFIX}{Path(path).name}-*'):
+        try: fd = os.open(p, os.O_RDONLY)
+        except OSError: continue
+        try:
+            if fcntl is not None and _flock(fd):
+                p.unlink(missing_ok=True)
+                gone.append(p)
+        finally: os.close(fd)
+    return gone
+
 # %% ../nbs/00_files.ipynb #5eef37b1
 def check_writable(folder, # an output folder (it may not exist yet)
                   )->Path:
@@ -211,6 +243,7 @@ def check_writable(folder, # an output folder (it may not exist yet)
     if not top.is_dir(): raise FileError(top, 'is a file, not a folder')
     try:
         fd, probe = tempfile.mkstemp(prefix=f'{TEMP_PREFIX}probe-', dir=top)
-        os.close(fd); os.unlink(probe)
+        os.close(fd)
+        os.unlink(probe)
     except OSError as e: raise FileError(top, f'cannot write here ({os_problem(e)})') from None
     return folder

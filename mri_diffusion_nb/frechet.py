@@ -37,7 +37,9 @@ def gaussian_stats(feats:torch.Tensor)->tuple:
 # %% ../nbs/21_frechet.ipynb #92d4bd2b
 class _Given(nn.Module):
     "Identity 'network' so torchmetrics computes FID/KID on features we extracted (and cached) ourselves."
-    def __init__(self, d:int): super().__init__(); self.num_features = d
+    def __init__(self, d:int):
+        super().__init__()
+        self.num_features = d
     def forward(self, x): return x
 
 # %% ../nbs/21_frechet.ipynb #5661c3a4
@@ -55,12 +57,15 @@ def fid_kid(real_feats:torch.Tensor, # features of the real (reference) set (N, 
     r, f = real_feats.to(dev, torch.float64), fake_feats.to(dev, torch.float64)
     if len(r) < 2 or len(f) < 2: raise ValueError(f'FID/KID need at least 2 images per set, got {len(r)} and {len(f)}')
     fid = FrechetInceptionDistance(feature=_Given(r.shape[1]), normalize=True).to(dev)
-    fid.update(r, real=True); fid.update(f, real=False)
+    fid.update(r, real=True)
+    fid.update(f, real=False)
     k = min(kid_subset_size or 1000, len(r), len(f))
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        kid = KernelInceptionDistance(feature=_Given(r.shape[1]), subsets=kid_subsets, subset_size=k, normalize=True).to(dev)
-    kid.update(r, real=True); kid.update(f, real=False)
+        kid = KernelInceptionDistance(feature=_Given(r.shape[1]), subsets=kid_subsets, subset_size=k,
+                                      normalize=True).to(dev)
+    kid.update(r, real=True)
+    kid.update(f, real=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         km, ks = kid.compute()

@@ -22,9 +22,9 @@ GUIDANCE_METHODS = {  # method: its parameters and their defaults
     'cfg': {},
     'interval': dict(lo=0.28, hi=5.42),     # σ range where guidance is on (the paper's EDM2 values)
     'rescale': dict(phi=0.7),               # share of the rescaled prediction (the paper's 0.7)
-    'apg': dict(eta=0.0, r=0.0, beta=-0.5), # parallel weight, norm cap in x̂0 space (0: none), momentum (the paper's η = 0, β = −0.5)
+    'apg': dict(eta=0.0, r=0.0, beta=-0.5), # parallel weight, x̂0 norm cap (0: none), momentum (paper: η = 0, β = −0.5)
     'cfg++': dict(k=12.5),                  # λ = w/k: the paper pairs λ = 0.2 ... 1.0 with w = 2.5 ... 12.5
-    'threshold': dict(p=0.995, smax=1.5),   # percentile and largest threshold (Imagen's p; DeepFloyd IF's s_max in diffusers)
+    'threshold': dict(p=0.995, smax=1.5),   # percentile, max threshold (Imagen's p; DeepFloyd IF's s_max in diffusers)
     'auto': dict(weak='demo-weak'),         # the weak model: 'demo-weak' (shipped), a run directory or a model folder
 }
 
@@ -36,24 +36,31 @@ class Guidance:
     params: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.method not in GUIDANCE_METHODS: raise ValueError(f"unknown guidance method {self.method!r} (choose from {', '.join(GUIDANCE_METHODS)})")
+        if self.method not in GUIDANCE_METHODS:
+            raise ValueError(f"unknown guidance method {self.method!r} (choose from {', '.join(GUIDANCE_METHODS)})")
         d = GUIDANCE_METHODS[self.method]
-        if bad := sorted(set(self.params) - set(d)): raise ValueError(f"guidance method {self.method!r} has no parameter {bad[0]!r} (it takes {', '.join(d) or 'none'})")
+        if bad := sorted(set(self.params) - set(d)):
+            raise ValueError(f"guidance method {self.method!r} has no parameter {bad[0]!r} "
+                             f"(it takes {', '.join(d) or 'none'})")
         self.params = {k: type(v)(self.params.get(k, v)) for k, v in d.items()}
         for k, v in self.params.items():
-            if isinstance(v, float) and not math.isfinite(v): raise ValueError(f"guidance parameter {k} must be finite, got {v}")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"guidance parameter {k} must be finite, got {v}")
 
     def __getitem__(self, k): return self.params[k]
-    def __str__(self): return self.method + (':' + ','.join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params.items()) if self.params else '')
+    def __str__(self):
+        return self.method + (':' + ','.join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                             for k, v in self.params.items()) if self.params else '')
 
 # %% ../nbs/17_guidance.ipynb #b28aeff7
 @patch(cls_method=True)
 def parse(cls:Guidance, spec:str|Guidance|None)->Guidance:
-    "`'apg:eta=0,r=8'` → Guidance('apg', {eta: 0.0, r: 8.0, beta: -0.5}); None → plain CFG; a `Guidance` is returned as is."
+    "`'apg:eta=0,r=8'` → Guidance('apg', {eta: 0.0, r: 8.0, beta: -0.5}); None → plain CFG; a `Guidance` as is."
     if spec is None or isinstance(spec, Guidance): return spec or cls()
     name, _, rest = str(spec).strip().partition(':')
     kv = [p.split('=', 1) for p in rest.split(',') if p.strip()]
-    if any(len(p) != 2 for p in kv): raise ValueError(f"guidance {spec!r}: write parameters as name=value, e.g. apg:eta=0,r=8")
+    if any(len(p) != 2 for p in kv):
+        raise ValueError(f"guidance {spec!r}: write parameters as name=value, e.g. apg:eta=0,r=8")
     d = GUIDANCE_METHODS.get(name.strip(), {})
     try: params = {k.strip(): type(d.get(k.strip(), ''))(v.strip()) for k, v in kv}  # each value as its default's type
     except ValueError as e: raise ValueError(f"guidance {spec!r}: {e}") from None
@@ -74,12 +81,14 @@ def x0_of(schedule:NoiseSchedule, x, out, t)->torch.Tensor:
 def eps_of(schedule:NoiseSchedule, x, out, t)->torch.Tensor:
     "ε from the network output at x_t (v = √ᾱ ε − √(1 − ᾱ) x0 ⇒ ε = √ᾱ v + √(1 − ᾱ) x_t)."
     if schedule.prediction == 'epsilon': return out
-    ab = _ab(schedule, x, t); return ab**0.5*out + (1 - ab)**0.5*x
+    ab = _ab(schedule, x, t)
+    return ab**0.5*out + (1 - ab)**0.5*x
 
 def out_of(schedule:NoiseSchedule, x, x0, eps, t)->torch.Tensor:
     "The network output (ε or v) that means (x̂0, ε) at x_t."
     if schedule.prediction == 'epsilon': return eps
-    ab = _ab(schedule, x, t); return ab**0.5*eps - (1 - ab)**0.5*x0
+    ab = _ab(schedule, x, t)
+    return ab**0.5*eps - (1 - ab)**0.5*x0
 
 # %% ../nbs/17_guidance.ipynb #fe0be6cb
 def step_scale(g:Guidance, w:float, schedule:NoiseSchedule, t)->float:
@@ -119,8 +128,9 @@ def new_state(g:Guidance):
     "Per-trajectory state: APG's momentum buffer, or None."
     return MomentumBuffer(g['beta']) if g.method == 'apg' and g['beta'] else None
 
-def combine(g:Guidance, u:torch.Tensor, c:torch.Tensor, w:float, x, t, schedule:NoiseSchedule, state=None)->torch.Tensor:
-    "The guided network output from the unconditional (or weak) and the conditional prediction (CFG++: the λ-guided one)."
+def combine(g:Guidance, u:torch.Tensor, c:torch.Tensor, w:float, x, t, schedule:NoiseSchedule,
+            state=None)->torch.Tensor:
+    "The guided network output from the unconditional (or weak) and conditional predictions (CFG++: the λ-guided one)."
     if g.method in ('cfg', 'interval', 'threshold', 'auto'): return u + w*(c - u)
     if g.method == 'rescale': return rescale_cfg(u, c, w, g['phi'])
     if g.method == 'apg': return apg_cfg(u, c, w, x, t, schedule, g['eta'], g['r'], state)
@@ -135,13 +145,14 @@ def diversity_gap(r:dict)->float:
 def meets_goal(r:dict, # a row of the study (`benchmarks/guidance_methods.py`)
                ref:float=1.0, # DDPM-1000's adherence for the worst class (100 % in chapter 18's run)
               )->bool:
-    "The goal for a fast sampler: every class within 2 points of DDPM-1000, diversity within 5 % of the real slices' MS-SSIM."
+    "The goal for a fast sampler: every class within 2 points of DDPM-1000, diversity within 5 % of the real MS-SSIM."
     return min(r['per_class']) >= ref - 0.02 and abs(diversity_gap(r)) <= 0.05
 
 def recommend(rows:list, # the study's rows
               w:float=7.0, max_steps:int=20, # the guidance scale, the most sampler steps allowed
              )->dict:
-    "The row to use: meets the goal, then the best worst class, then diversity nearest the real slices' (to 1 %), then fewest network passes; plain CFG on a tie."
+    """The row to use: meets the goal, then the best worst class, then diversity nearest the real slices' (to 1 %),
+    then fewest network passes; plain CFG on a tie."""
     cand = [r for r in rows if r['guidance'] == w and int(r['sampler'].rsplit('-', 1)[1]) <= max_steps]
     if not cand: raise ValueError(f"the study has no row at w = {w:g} with at most {max_steps} steps")
     return min(cand, key=lambda r: (not meets_goal(r), -min(r['per_class']), round(abs(diversity_gap(r)), 2),

@@ -21,7 +21,8 @@ def sample_pairs(n:int, # number of images
                  max_pairs:int=300, # at most this many pairs
                  seed:int=0, # seed of the draw
                 )->tuple:
-    "Index pairs `(i, j)`, i != j: all of them when there are at most `max_pairs`, else `max_pairs` uniform draws (with replacement)."
+    """Index pairs `(i, j)`, i != j: all of them when there are at most `max_pairs`,
+    else `max_pairs` uniform draws (with replacement)."""
     if n < 2: return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long)
     if n*(n - 1)//2 <= max_pairs: return tuple(torch.triu_indices(n, n, 1))
     g = torch.Generator().manual_seed(seed)
@@ -85,7 +86,8 @@ def audit_images(images, # (N, 1, H, W): a tensor or a lazy store, read in chunk
                 )->torch.Tensor:
     "Images as the audit compares them: downsampled to `res` px, float32, on `device` (or their unit vectors)."
     dev, out = as_device(device, like=images), []
-    for _, x in tqdm(chunks(images, chunk, dev), total=math.ceil(len(images)/chunk), desc='audit', disable=not progress, leave=False):
+    for _, x in tqdm(chunks(images, chunk, dev), total=math.ceil(len(images)/chunk), desc='audit', disable=not progress,
+                     leave=False):
         x = _resize(x, min(res, x.shape[-1]))
         out.append(_unit(x) if unit else x)
     return torch.cat(out)
@@ -115,7 +117,8 @@ def top_correlations(query:torch.Tensor, # (N, 1, h, w) audit images (from `audi
     for s in range(0, n, batch_size):
         q = query[s:s + batch_size]
         qs = torch.stack([_unit(_shift(q, int(dy), int(dx))) for dy, dx in sh])  # (S, b, D)
-        best = (torch.full((len(q), k), -2., device=q.device),) + (torch.zeros(len(q), k, dtype=torch.long, device=q.device),)*2
+        best = ((torch.full((len(q), k), -2., device=q.device),)
+                + (torch.zeros(len(q), k, dtype=torch.long, device=q.device),)*2)
         for c in range(0, len(ref), chunk):
             m, which = (qs @ ref[c:c + chunk].T).max(0)  # best shift for every (query, reference) pair of this chunk
             v, j = m.topk(min(k, m.shape[1]), dim=1)
@@ -134,8 +137,10 @@ def nearest_neighbours(query, # (N, 1, H, W) e.g. synthetic slices: a tensor or 
                        device=None, # where the search runs; default where `query` is
                        progress:bool=False, # show a progress bar
                       )->tuple:
-    "For each query, the index of the most correlated reference image, that correlation, and the shift (dy, dx); (N, k) with `k > 1`."
-    if tuple(query.shape[-2:]) != tuple(reference.shape[-2:]): raise ValueError(f'image sizes differ: {tuple(query.shape[-2:])} and {tuple(reference.shape[-2:])}')
+    """For each query, the index of the most correlated reference image, that correlation, and the shift (dy, dx);
+    (N, k) with `k > 1`."""
+    if tuple(query.shape[-2:]) != tuple(reference.shape[-2:]):
+        raise ValueError(f'image sizes differ: {tuple(query.shape[-2:])} and {tuple(reference.shape[-2:])}')
     dev = as_device(device, like=query)
     ref = audit_images(reference, res, dev, unit=True, progress=progress)
     c, i, s = top_correlations(audit_images(query, res, dev), ref, max_shift, k, batch_size, chunk)
@@ -150,13 +155,14 @@ def audit_reference(train, # (M, 1, H, W) training slices: a tensor or a lazy st
                     device=None, # where the vectors live and the search runs; default where `train` is
                     progress:bool=False, # show progress bars
                    )->dict:
-    "What every audit against these real slices shares, computed once: their unit vectors and the held-out slices' nearest-training correlations."
+    """What every audit against these real slices shares, computed once: their unit vectors and
+    the held-out slices' nearest-training correlations."""
     dev = as_device(device, like=train)
     tv = audit_images(train, res, dev, unit=True, progress=progress)
     hi = audit_images(held_out, res, dev)
     hc = top_correlations(hi, tv, max_shift)[0][:, 0].cpu() if len(hi) else torch.zeros(0)
-    return dict(train=tv, held_out=_unit(hi) if len(hi) else hi.flatten(1), held_out_train_corr=hc, max_shift=max_shift, res=res,
-                size=tuple(train.shape[-2:]), n_train=len(tv), n_held_out=len(hi))
+    return dict(train=tv, held_out=_unit(hi) if len(hi) else hi.flatten(1), held_out_train_corr=hc, max_shift=max_shift,
+                res=res, size=tuple(train.shape[-2:]), n_train=len(tv), n_held_out=len(hi))
 
 # %% ../nbs/23_memorization.ipynb #fdc2780b
 def memorization_audit(fake, # (N, 1, H, W) synthetic slices
@@ -169,23 +175,28 @@ def memorization_audit(fake, # (N, 1, H, W) synthetic slices
                        device=None, # where the search runs; default where `fake` is
                        reference:dict|None=None, # from `audit_reference`: reuse it (its `max_shift` and `res` win)
                       )->dict:
-    "Nearest training and held-out slice of every sample; `closer_share` = share of samples closer to training than the q-quantile of held-out slices."
+    """Nearest training and held-out slice of every sample; `closer_share` = share of samples closer to training
+    than the q-quantile of held-out slices."""
     ref = reference or audit_reference(train, held_out, max_shift, res, as_device(device, like=fake), progress)
-    if tuple(fake.shape[-2:]) != ref['size']: raise ValueError(f"image sizes differ: {tuple(fake.shape[-2:])} and {ref['size']}")
+    if tuple(fake.shape[-2:]) != ref['size']:
+        raise ValueError(f"image sizes differ: {tuple(fake.shape[-2:])} and {ref['size']}")
     ms, res, hc = ref['max_shift'], ref['res'], ref['held_out_train_corr']
     if not len(hc): raise ValueError('the audit needs held-out slices')
     fi = audit_images(fake, res, ref['train'].device)
     tc, ti, ts = (t[:, 0].cpu() for t in top_correlations(fi, ref['train'], ms))
     vc, vi, _ = (t[:, 0].cpu() for t in top_correlations(fi, ref['held_out'], ms))
     tau = float(torch.quantile(hc.double(), q))
-    summary = dict(n_fake=len(fake), n_train=ref['n_train'], n_held_out=ref['n_held_out'], max_shift=ms, res=min(res, ref['size'][-1]), q=q, threshold=tau,
-                   closer_share=float((tc > tau).double().mean()), expected_for_real=round(1 - q, 4),
-                   closer_to_train_than_held_out=float((tc > vc).double().mean()),
+    summary = dict(n_fake=len(fake), n_train=ref['n_train'], n_held_out=ref['n_held_out'], max_shift=ms,
+                   res=min(res, ref['size'][-1]), q=q, threshold=tau, closer_share=float((tc > tau).double().mean()),
+                   expected_for_real=round(1 - q, 4), closer_to_train_than_held_out=float((tc > vc).double().mean()),
                    median_train_corr=float(tc.median()), median_held_out_train_corr=float(hc.median()),
-                   definition=(f"Pearson correlation over the pixels of images downsampled to {min(res, ref['size'][-1])} px, max over shifts <= {ms} px; "
-                               f"closer_share = share of samples whose nearest-training correlation exceeds the {q:g}-quantile of held-out real slices' "
-                               f"nearest-training correlations (about {1 - q:g} for real held-out data); exact search, chunked"))
-    return dict(train_idx=ti, train_corr=tc, train_shift=_shifts(ms)[ts], held_out_idx=vi, held_out_corr=vc, held_out_train_corr=hc, summary=summary)
+                   definition=("Pearson correlation over the pixels of images downsampled to "
+                               f"{min(res, ref['size'][-1])} px, max over shifts <= {ms} px; "
+                               "closer_share = share of samples whose nearest-training correlation exceeds the "
+                               f"{q:g}-quantile of held-out real slices' nearest-training correlations "
+                               f"(about {1 - q:g} for real held-out data); exact search, chunked"))
+    return dict(train_idx=ti, train_corr=tc, train_shift=_shifts(ms)[ts], held_out_idx=vi, held_out_corr=vc,
+                held_out_train_corr=hc, summary=summary)
 
 # %% ../nbs/23_memorization.ipynb #e6a6934c
 def show_nearest(fake:torch.Tensor, # the audited samples
@@ -197,5 +208,6 @@ def show_nearest(fake:torch.Tensor, # the audited samples
     "Gallery of the `k` samples closest to a training slice (top row) and those training slices (bottom row)."
     order = audit['train_corr'].argsort(descending=True)[:k]
     imgs = torch.cat([fake[order].cpu(), torch.as_tensor(train[audit['train_idx'][order]]).float().cpu()])
-    titles = [f"sample {int(i)} r={float(audit['train_corr'][i]):.3f}" for i in order] + [f"train {int(audit['train_idx'][i])}" for i in order]
+    titles = ([f"sample {int(i)} r={float(audit['train_corr'][i]):.3f}" for i in order]
+              + [f"train {int(audit['train_idx'][i])}" for i in order])
     return show_grid(imgs, titles, ncols=len(order), **kw)

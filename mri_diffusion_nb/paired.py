@@ -34,7 +34,7 @@ def ssim(preds:torch.Tensor, # (N, 1, H, W) in [-1, 1]
 MS_SSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 def ms_ssim_scales(res:int, kernel_size:int=7)->int:
-    "Number of MS-SSIM scales that fit an image of `res` px: the coarsest scale stays at least `kernel_size` px, at most 5."
+    "Number of MS-SSIM scales (at most 5) that fit `res` px: the coarsest scale stays at least `kernel_size` px."
     n = 1
     while n < 5 and res >= 2**(n + 1) and res//(2**n) >= kernel_size and res//max(1, n)**2 > kernel_size - 1: n += 1
     return n
@@ -49,7 +49,8 @@ def ms_ssim(preds:torch.Tensor, # (N, 1, H, W) in [-1, 1]
     "MS-SSIM per image pair (torchmetrics), with window and scales chosen to work at 32-256 px."
     from torchmetrics.functional.image import multiscale_structural_similarity_index_measure as _ms
     n = scales or ms_ssim_scales(min(preds.shape[-2:]), kernel_size)
-    b = torch.tensor(MS_SSIM_BETAS[:n]); b = tuple((b/b.sum()).tolist())
+    b = torch.tensor(MS_SSIM_BETAS[:n])
+    b = tuple((b/b.sum()).tolist())
     return _ms(preds.float(), target.float(), data_range=data_range, gaussian_kernel=True, sigma=sigma,
                kernel_size=kernel_size, betas=b, reduction='none')
 
@@ -69,11 +70,12 @@ def lpips_model(net:str='alex', # backbone: 'alex' (the LPIPS default) or 'vgg'
                 weights=None, # local torchvision backbone file (alexnet-owt-7be5be79.pth / vgg16-397923af.pth)
                 download:bool=True, # try torchvision's download when no local file is found
                )->nn.Module:
-    "LPIPS v0.1 with its linear layers (shipped in `lpips`) and a torchvision backbone loaded from a local file or downloaded."
+    "LPIPS v0.1: its linear layers (shipped in `lpips`) and a torchvision backbone from a local file or downloaded."
     import lpips
     if net not in LPIPS_BACKBONES: raise ValueError(f"net must be one of {list(LPIPS_BACKBONES)}, got {net!r}")
     fname = LPIPS_BACKBONES[net]
-    p = resolve_weights(f'LPIPS {net} backbone', fname, f'https://download.pytorch.org/models/{fname}', LPIPS_ENV, weights, download)
+    p = resolve_weights(f'LPIPS {net} backbone', fname, f'https://download.pytorch.org/models/{fname}', LPIPS_ENV,
+                        weights, download)
     sd = _read_state_dict(p, f'torchvision {net}')
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
@@ -109,6 +111,7 @@ def reconstruction_metrics(x0:torch.Tensor, # (N, 1, H, W) originals in [-1, 1]
     p = psnr(x0_hat, x0, max_db=max_db)
     out = dict(n=len(x0), ssim=float(ssim(x0_hat, x0).mean()), ms_ssim=float(ms_ssim(x0_hat, x0).mean()),
                psnr_db=float(p.mean()), identical=int((x0_hat == x0).flatten(1).all(1).sum()),
-               protocol=f"paired, data_range=2, SSIM gauss 11px s1.5, MS-SSIM gauss 7px s1.0 {ms_ssim_scales(x0.shape[-1])} scales, PSNR capped at {max_db:g} dB")
+               protocol=f"paired, data_range=2, SSIM gauss 11px s1.5, MS-SSIM gauss 7px s1.0 "
+                        f"{ms_ssim_scales(x0.shape[-1])} scales, PSNR capped at {max_db:g} dB")
     if lpips_net is not None: out['lpips'] = float(lpips_distance(x0_hat, x0, lpips_net).mean())
     return out

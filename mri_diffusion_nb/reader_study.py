@@ -30,22 +30,29 @@ def pick_balanced(real_labels, # class of each real slice (N_r,)
                   n:int, # study size: n/2 real and n/2 generated
                   seed:int, # fixes the choice and the order
                  )->list:
-    "Choose n/2 real and n/2 generated slices, spread evenly over the classes both sets have; (truth, index, class) in a random order."
-    if n < 2 or n % 2: raise ValueError(f"--n must be an even number of at least 2 (half real, half generated), got {n}")
+    """Choose n/2 real and n/2 generated slices, spread evenly over the classes both sets have;
+    (truth, index, class) in a random order."""
+    if n < 2 or n % 2:
+        raise ValueError(f"--n must be an even number of at least 2 (half real, half generated), got {n}")
     rl, fl = np.asarray(real_labels).astype(int), np.asarray(fake_labels).astype(int)
     classes = sorted(set(rl.tolist()) & set(fl.tolist()))
     if not classes: raise ValueError('the real and generated slices share no class')
     avail = {c: int(min((rl == c).sum(), (fl == c).sum())) for c in classes}
-    if sum(avail.values()) < n//2: raise ValueError(f"only {sum(avail.values())} real/generated pairs of the same class exist, the study needs {n//2}")
+    if sum(avail.values()) < n//2:
+        raise ValueError(f"only {sum(avail.values())} real/generated pairs of the same class exist, "
+                         f"the study needs {n//2}")
     rng = np.random.default_rng(seed)
     quota, left = dict.fromkeys(classes, 0), n//2
     while left:  # round robin over the classes, in a seeded order, until the half is full
         for c in rng.permutation(classes).tolist():
-            if left and quota[c] < avail[c]: quota[c] += 1; left -= 1
+            if left and quota[c] < avail[c]:
+                quota[c] += 1
+                left -= 1
     items = []
     for c in classes:
         items += [('real', int(i), c) for i in np.sort(rng.choice(np.flatnonzero(rl == c), quota[c], replace=False))]
-        items += [('synthetic', int(i), c) for i in np.sort(rng.choice(np.flatnonzero(fl == c), quota[c], replace=False))]
+        items += [('synthetic', int(i), c)
+                  for i in np.sort(rng.choice(np.flatnonzero(fl == c), quota[c], replace=False))]
     return [items[i] for i in rng.permutation(len(items))]
 
 # %% ../nbs/27_reader_study.ipynb #95105eae
@@ -67,20 +74,23 @@ def read_slices(images, # `.images` of a dataset: a tensor or the store's lazy a
                 res:int, # output size
                 chunk:int=256, # indices per read
                )->torch.Tensor:
-    "The slices `idx` (sorted reads, caller's order) resized to `res` with the same antialiased filter for every source."
+    "The slices `idx` (sorted reads, caller's order) resized to `res`, the same antialiased filter for every source."
     idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
     order = torch.argsort(idx)
     parts = [images[idx[order[i:i + chunk]]] for i in range(0, len(idx), chunk)]
-    x = torch.cat([torch.as_tensor(p).float().reshape(len(p), 1, *p.shape[-2:]) for p in parts]) if parts else torch.zeros(0, 1, res, res)
-    if x.shape[-2:] != (res, res): x = F.interpolate(x, size=(res, res), mode='bilinear', antialias=True, align_corners=False).clamp(-1, 1)
-    out = torch.empty_like(x); out[order] = x
+    x = (torch.cat([torch.as_tensor(p).float().reshape(len(p), 1, *p.shape[-2:]) for p in parts]) if parts
+         else torch.zeros(0, 1, res, res))
+    if x.shape[-2:] != (res, res):
+        x = F.interpolate(x, size=(res, res), mode='bilinear', antialias=True, align_corners=False).clamp(-1, 1)
+    out = torch.empty_like(x)
+    out[order] = x
     return out
 
 # %% ../nbs/27_reader_study.ipynb #86eea907
 def fake_manifest(folder, # a folder written by `mri-diffusion sample`
                   class_names:list|None=None, # map class names in the manifest to indices
                  )->list:
-    "(file, class index) of every generated image in `folder/manifest.csv` (`read_manifest`), without reading the images."
+    "(file, class index) of every generated image in `folder/manifest.csv` (`read_manifest`), images not read."
     return [(r['file'], r['class']) for r in read_manifest(folder, class_names)[1]]
 
 # %% ../nbs/27_reader_study.ipynb #5eb6b85b
@@ -96,7 +106,9 @@ def png_chunks(data:bytes)->list:
     "Chunk types of a PNG, in order."
     out, i = [], 8
     while i < len(data):
-        n = int.from_bytes(data[i:i + 4], 'big'); out.append(data[i + 4:i + 8].decode('latin-1')); i += 12 + n
+        n = int.from_bytes(data[i:i + 4], 'big')
+        out.append(data[i + 4:i + 8].decode('latin-1'))
+        i += 12 + n
     return out
 
 # %% ../nbs/27_reader_study.ipynb #a2918409
@@ -121,14 +133,16 @@ def _chosen_images(real, fake_dir:Path, rows:list, picked:list, res:int)->list:
     out = []
     for t, i, _ in picked:
         x = next(xr) if t == 'real' else read_png(fake_dir/rows[i][0])
-        if t != 'real' and x.shape[-2:] != (res, res): raise DataError(fake_dir/rows[i][0], f'size {tuple(x.shape[-2:])} differs from {res}x{res}')
+        if t != 'real' and x.shape[-2:] != (res, res):
+            raise DataError(fake_dir/rows[i][0], f'size {tuple(x.shape[-2:])} differs from {res}x{res}')
         out.append(x)
     return out
 
 def _study_res(fake_dir:Path, rows:list)->int:
     "Image size of the generated set (its first image)."
     x = read_png(fake_dir/rows[0][0])
-    if x.shape[-1] != x.shape[-2]: raise DataError(fake_dir/rows[0][0], f'expected square images, got {tuple(x.shape[-2:])}')
+    if x.shape[-1] != x.shape[-2]:
+        raise DataError(fake_dir/rows[0][0], f'expected square images, got {tuple(x.shape[-2:])}')
     return int(x.shape[-1])
 
 # %% ../nbs/27_reader_study.ipynb #a7e3c9d1
@@ -142,7 +156,8 @@ def _write_study(out, key, ids, images, public, doc):
         with atomic_path(key) as t: t.write_text(json.dumps(doc, indent=1))
 
 def _check_new(out:Path, key:Path):
-    if out.exists() and (not out.is_dir() or any(out.iterdir())): raise FileError(out, 'already exists; a study is never replaced (readers answer it): choose another --out')
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileError(out, 'already exists; a study is never replaced (readers answer it): choose another --out')
     if key.exists(): raise FileError(key, 'a truth key already exists here; choose another --out or --key')
 
 # %% ../nbs/27_reader_study.ipynb #b931339b
@@ -171,8 +186,8 @@ def make_study(real, # real slices: 'mni152', a store folder, a legacy cache fil
                   source=int(i) if t == 'real' else rows[i][0]) for j, (t, i, c) in enumerate(picked)]
     public = dict(id=sid, title=title, display=display, images=[dict(id=s, src=f'img/{s}.png') for s in ids])
     doc = dict(format=KEY_FORMAT, study=sid, seed=seed, n=n, image_size=res, display=display, class_names=names,
-               real_source=str(real.settings.get('source', '')) if hasattr(real, 'settings') else '', fake_source=str(fake),
-               created=time.strftime('%Y-%m-%dT%H:%M:%S%z'), folder=str(out), items=items)
+               real_source=str(real.settings.get('source', '')) if hasattr(real, 'settings') else '',
+               fake_source=str(fake), created=time.strftime('%Y-%m-%dT%H:%M:%S%z'), folder=str(out), items=items)
     _write_study(out, key, ids, _chosen_images(real, fake, rows, picked, res), public, doc)
     return doc
 
@@ -220,7 +235,8 @@ def fleiss_kappa(table, # (items, categories): how many readers put each item in
     "Fleiss' kappa for a fixed number of readers per item."
     t = np.asarray(table, dtype=float)
     m = t.sum(1)[0]
-    if m < 2 or not np.allclose(t.sum(1), m): raise ValueError('every item needs the same number (at least 2) of ratings')
+    if m < 2 or not np.allclose(t.sum(1), m):
+        raise ValueError('every item needs the same number (at least 2) of ratings')
     p_j = t.sum(0)/t.sum()
     P_i = ((t*t).sum(1) - m)/(m*(m - 1))
     pe = float((p_j**2).sum())
@@ -232,10 +248,12 @@ def load_key(study, # a study folder (its key beside it) or the key file itself
             )->dict:
     "The truth key of a study."
     p = Path(key) if key else (Path(study) if str(study).endswith('.json') else key_path_for(study))
-    if not p.is_file(): raise DataError(p, 'truth key not found (written beside the study folder by reader-study make; pass --key)')
+    if not p.is_file():
+        raise DataError(p, 'truth key not found (written beside the study folder by reader-study make; pass --key)')
     try: doc = json.loads(p.read_text())
     except Exception as e: raise DataError(p, f'not a readable JSON file ({error_text(e)})') from None
-    if not isinstance(doc, dict) or doc.get('format') != KEY_FORMAT: raise DataError(p, 'not a reader-study key written by reader-study make')
+    if not isinstance(doc, dict) or doc.get('format') != KEY_FORMAT:
+        raise DataError(p, 'not a reader-study key written by reader-study make')
     return doc
 
 def _level(v, what:str, path, image:str):
@@ -248,14 +266,16 @@ def _level(v, what:str, path, image:str):
 def load_answers(path, # an answers file saved by the study page
                  key:dict, # the study's truth key
                 )->dict:
-    "One reader's answers, checked against the key: {reader, file, saved_at, answers: {image: {answer, confidence, plausibility, note}}}."
+    """One reader's answers, checked against the key:
+    {reader, file, saved_at, answers: {image: {answer, confidence, plausibility, note}}}."""
     path = Path(path)
     if not path.is_file(): raise DataError(path, 'answers file not found')
     try: doc = json.loads(path.read_text(encoding='utf-8'))
     except Exception as e: raise DataError(path, f'not a readable JSON file ({error_text(e)})') from None
     if not isinstance(doc, dict) or doc.get('format') != ANSWERS_FORMAT or not isinstance(doc.get('answers'), list):
         raise DataError(path, 'not an answers file saved by the reader-study page')
-    if doc.get('study') != key['study']: raise DataError(path, f"answers belong to study {doc.get('study')!r}, not to this study {key['study']!r}")
+    if doc.get('study') != key['study']:
+        raise DataError(path, f"answers belong to study {doc.get('study')!r}, not to this study {key['study']!r}")
     reader = str(doc.get('reader') or '').strip()
     if not reader: raise DataError(path, 'no reader initials')
     known, out = {i['image'] for i in key['items']}, {}
@@ -264,14 +284,17 @@ def load_answers(path, # an answers file saved by the study page
         if im not in known: raise DataError(path, f'unknown image {im!r}')
         if im in out: raise DataError(path, f'image {im} answered twice')
         ans = a.get('answer') or None
-        if ans not in (None, 'real', 'synthetic'): raise DataError(path, f"image {im}: answer must be 'real' or 'synthetic', got {ans!r}")
+        if ans not in (None, 'real', 'synthetic'):
+            raise DataError(path, f"image {im}: answer must be 'real' or 'synthetic', got {ans!r}")
         out[im] = dict(answer=ans, confidence=_level(a.get('confidence'), 'confidence', path, im),
-                       plausibility=_level(a.get('plausibility'), 'plausibility', path, im), note=str(a.get('note') or ''))
+                       plausibility=_level(a.get('plausibility'), 'plausibility', path, im),
+                       note=str(a.get('note') or ''))
     return dict(reader=reader, file=str(path), saved_at=doc.get('saved_at'), answers=out)
 
 # %% ../nbs/27_reader_study.ipynb #a1c2c989
 def _summary(rows:list)->dict:
-    "Accuracy (Wilson), binomial test, sensitivity/specificity for 'synthetic', ROC AUC from signed confidence, over some (reader, image) rows."
+    """Accuracy (Wilson), binomial test, sensitivity/specificity for 'synthetic', ROC AUC from signed confidence,
+    over some (reader, image) rows."""
     ans = [r for r in rows if r['answer']]
     n, k = len(ans), sum(r['answer'] == r['truth'] for r in ans)
     syn, real = [r for r in ans if r['truth'] == 'synthetic'], [r for r in ans if r['truth'] == 'real']
@@ -288,21 +311,25 @@ def _summary(rows:list)->dict:
 def _plausibility(rows:list)->dict:
     "Plausibility ratings of real vs synthetic images: mean, sd, n, counts of 1..5, and a Mann-Whitney test."
     v = {t: [r['plausibility'] for r in rows if r['plausibility'] and r['truth'] == t] for t in ('real', 'synthetic')}
-    out = {t: dict(n=len(x), mean=float(np.mean(x)) if x else float('nan'), sd=float(np.std(x, ddof=1)) if len(x) > 1 else float('nan'),
+    out = {t: dict(n=len(x), mean=float(np.mean(x)) if x else float('nan'),
+                   sd=float(np.std(x, ddof=1)) if len(x) > 1 else float('nan'),
                    counts=[x.count(j) for j in range(1, 6)]) for t, x in v.items()}
-    out['p_mannwhitney'] = float(stats.mannwhitneyu(v['real'], v['synthetic']).pvalue) if v['real'] and v['synthetic'] else float('nan')
+    out['p_mannwhitney'] = (float(stats.mannwhitneyu(v['real'], v['synthetic']).pvalue) if v['real'] and v['synthetic']
+                            else float('nan'))
     return out
 
 # %% ../nbs/27_reader_study.ipynb #716396ba
 def _agreement(rows:list, readers:list)->dict|None:
-    "Inter-reader agreement on real/synthetic over the images every reader answered: Cohen's kappa (2 readers) or Fleiss' (more)."
+    """Inter-reader agreement on real/synthetic over the images every reader answered:
+    Cohen's kappa (2 readers) or Fleiss' (more)."""
     if len(readers) < 2: return None
     by = {(r['reader'], r['image']): r['answer'] for r in rows if r['answer']}
     imgs = sorted({r['image'] for r in rows if all((q, r['image']) in by for q in readers)})
     if not imgs: return dict(method='none', n_images=0, kappa=float('nan'))
     votes = [[by[q, i] for q in readers] for i in imgs]
     agree = float(np.mean([len(set(v)) == 1 for v in votes]))
-    if len(readers) == 2: return dict(method="Cohen's kappa", n_images=len(imgs), kappa=cohen_kappa(*zip(*votes)), all_agree=agree)
+    if len(readers) == 2:
+        return dict(method="Cohen's kappa", n_images=len(imgs), kappa=cohen_kappa(*zip(*votes)), all_agree=agree)
     table = [[v.count('real'), v.count('synthetic')] for v in votes]
     return dict(method="Fleiss' kappa", n_images=len(imgs), kappa=fleiss_kappa(table), all_agree=agree)
 
@@ -312,17 +339,20 @@ SCORE_FORMAT = 'mri_diffusion_nb.reader_score/1'
 def score_study(key:dict, # from `load_key`
                 answers:list, # from `load_answers`, one per reader
                )->dict:
-    "The study's report: protocol, pooled and per-reader accuracy, sensitivity/specificity, AUC, plausibility, per class, agreement."
+    """The study's report: protocol, pooled and per-reader accuracy, sensitivity/specificity, AUC, plausibility,
+    per class, agreement."""
     readers = [a['reader'] for a in answers]
     dup = {r for r in readers if readers.count(r) > 1}
-    if dup: raise DataError(answers[[a['reader'] for a in answers].index(dup.pop())]['file'], 'a second answers file from the same reader')
+    if dup: raise DataError(answers[[a['reader'] for a in answers].index(dup.pop())]['file'],
+                            'a second answers file from the same reader')
     rows = [dict(reader=a['reader'], image=i['image'], truth=i['truth'], cls=i['class_name'],
                  **a['answers'].get(i['image'], dict(answer=None, confidence=None, plausibility=None, note='')))
             for a in answers for i in key['items']]
     n_real = sum(i['truth'] == 'real' for i in key['items'])
-    proto = dict(study=key['study'], n_images=key['n'], n_real=n_real, n_synthetic=key['n'] - n_real, order_seed=key['seed'],
-                 image_size=key['image_size'], display_px=key.get('display'), class_names=key['class_names'],
-                 real_source=key.get('real_source'), fake_source=key.get('fake_source'), created=key.get('created'),
+    proto = dict(study=key['study'], n_images=key['n'], n_real=n_real, n_synthetic=key['n'] - n_real,
+                 order_seed=key['seed'], image_size=key['image_size'], display_px=key.get('display'),
+                 class_names=key['class_names'], real_source=key.get('real_source'),
+                 fake_source=key.get('fake_source'), created=key.get('created'),
                  readers=[dict(reader=a['reader'], file=Path(a['file']).name, saved_at=a['saved_at'],
                                answered=sum(1 for v in a['answers'].values() if v['answer'])) for a in answers])
     classes = [c for c in key['class_names'] if any(r['cls'] == c for r in rows)]
@@ -338,10 +368,12 @@ def _num(v, nd=3)->str: return '–' if v is None or (isinstance(v, float) and m
 
 def _table(rows:dict)->list:
     "Markdown table lines of `_summary` results."
-    out = ['| | n | accuracy | 95 % CI (Wilson) | p (binomial, 50 %) | sensitivity | specificity | ROC AUC |', '|---|---|---|---|---|---|---|---|']
+    out = ['| | n | accuracy | 95 % CI (Wilson) | p (binomial, 50 %) | sensitivity | specificity | ROC AUC |',
+           '|---|---|---|---|---|---|---|---|']
     for name, s in rows.items():
-        out.append(f"| {name} | {s['n']} | {_pct(s['accuracy'])} | {_ci(s['accuracy_ci95'])} | {_num(s['p_binomial'])} | "
-                   f"{_pct(s['sensitivity'])} | {_pct(s['specificity'])} | {_num(s['auc'])} |")
+        out.append(f"| {name} | {s['n']} | {_pct(s['accuracy'])} | {_ci(s['accuracy_ci95'])} | "
+                   f"{_num(s['p_binomial'])} | {_pct(s['sensitivity'])} | {_pct(s['specificity'])} | "
+                   f"{_num(s['auc'])} |")
     return out
 
 # %% ../nbs/27_reader_study.ipynb #b8ba5322
@@ -349,24 +381,33 @@ def score_markdown(rep:dict)->str:
     "The reader-study report as Markdown, protocol first."
     p, pl, ag = rep['protocol'], rep['plausibility'], rep['agreement']
     lo, hi = rep['pooled']['accuracy_ci95']
-    verdict = ('the interval includes 50 %: this study cannot show that readers tell real from synthetic (which is not proof that they cannot; '
-               'a small study has little power)' if lo <= 0.5 <= hi else
-               'the interval excludes 50 %: readers ' + ('told real from synthetic better than chance' if lo > 0.5 else 'were systematically wrong'))
+    verdict = ('the interval includes 50 %: this study cannot show that readers tell real from synthetic '
+               '(which is not proof that they cannot; a small study has little power)' if lo <= 0.5 <= hi else
+               'the interval excludes 50 %: readers '
+               + ('told real from synthetic better than chance' if lo > 0.5 else 'were systematically wrong'))
     L = ['# Reader study: real or synthetic?', '', '## Protocol', '',
-         f"- study `{p['study']}`: {p['n_images']} images ({p['n_real']} real, {p['n_synthetic']} synthetic), blinded order seed {p['order_seed']}",
-         f"- image size {p['image_size']}x{p['image_size']} px, shown at {p['display_px']} px (nearest neighbour), same 8-bit scaling for both kinds",
+         f"- study `{p['study']}`: {p['n_images']} images ({p['n_real']} real, {p['n_synthetic']} synthetic), "
+         f"blinded order seed {p['order_seed']}",
+         f"- image size {p['image_size']}x{p['image_size']} px, shown at {p['display_px']} px (nearest neighbour), "
+         "same 8-bit scaling for both kinds",
          f"- classes balanced between kinds: {', '.join(p['class_names'])}",
          f"- real slices: {p['real_source']}; generated: {p['fake_source']}",
-         f"- readers ({len(p['readers'])}): " + ', '.join(f"{r['reader']} ({r['answered']} answered, saved {r['saved_at']})" for r in p['readers']),
+         f"- readers ({len(p['readers'])}): "
+         + ', '.join(f"{r['reader']} ({r['answered']} answered, saved {r['saved_at']})" for r in p['readers']),
          "- positive class for sensitivity/specificity/AUC: synthetic; AUC from confidence signed by the answer", '',
-         '## Real or synthetic', ''] + _table({'pooled': rep['pooled'], **{f'reader {q}': s for q, s in rep['readers'].items()}})
-    L += ['', f"Pooled accuracy {_pct(rep['pooled']['accuracy'])}: {verdict}. The pooled row treats answers of different readers to the same "
-          'image as independent; quote the per-reader rows.', '', '## Per class', ''] + _table(rep['per_class'])
+         '## Real or synthetic', ''] + _table({'pooled': rep['pooled'],
+                                               **{f'reader {q}': s for q, s in rep['readers'].items()}})
+    L += ['', f"Pooled accuracy {_pct(rep['pooled']['accuracy'])}: {verdict}. "
+          'The pooled row treats answers of different readers to the same image as independent; '
+          'quote the per-reader rows.', '', '## Per class', ''] + _table(rep['per_class'])
     L += ['', '## Anatomical plausibility (1-5)', '', '| | n | mean | sd | counts 1..5 |', '|---|---|---|---|---|']
-    L += [f"| {t} | {pl[t]['n']} | {_num(pl[t]['mean'])} | {_num(pl[t]['sd'])} | {pl[t]['counts']} |" for t in ('real', 'synthetic')]
+    L += [f"| {t} | {pl[t]['n']} | {_num(pl[t]['mean'])} | {_num(pl[t]['sd'])} | {pl[t]['counts']} |"
+          for t in ('real', 'synthetic')]
     L += ['', f"Mann-Whitney U, real vs synthetic: p = {_num(pl['p_mannwhitney'])}.", '']
-    if ag: L += ['## Agreement between readers', '', f"{ag['method']} on real/synthetic over the {ag['n_images']} images every reader answered: "
-                 f"κ = {_num(ag['kappa'])}" + (f"; all readers agree on {_pct(ag.get('all_agree'))} of them." if 'all_agree' in ag else '.'), '']
+    if ag: L += ['## Agreement between readers', '',
+                 f"{ag['method']} on real/synthetic over the {ag['n_images']} images every reader answered: "
+                 f"κ = {_num(ag['kappa'])}"
+                 + (f"; all readers agree on {_pct(ag.get('all_agree'))} of them." if 'all_agree' in ag else '.'), '']
     return '\n'.join(L + ['Figure: `scores.png` (accuracy with Wilson intervals, ROC curves, plausibility).', ''])
 
 # %% ../nbs/27_reader_study.ipynb #e2423f60
@@ -379,18 +420,31 @@ def plot_scores(rep:dict, # from `score_study`
     groups = {**{f'reader {q}': s for q, s in rep['readers'].items()}, 'pooled': rep['pooled']}
     acc = [s['accuracy'] for s in groups.values()]
     err = np.array([[a - s['accuracy_ci95'][0], s['accuracy_ci95'][1] - a] for a, s in zip(acc, groups.values())]).T
-    ax[0].errorbar(range(len(acc)), acc, yerr=err, fmt='o', capsize=4); ax[0].axhline(0.5, ls='--', c='grey', label='chance')
-    ax[0].set_xticks(range(len(acc)), list(groups)); ax[0].set_ylim(0, 1); ax[0].set_ylabel('accuracy'); ax[0].legend(loc='lower right')
+    ax[0].errorbar(range(len(acc)), acc, yerr=err, fmt='o', capsize=4)
+    ax[0].axhline(0.5, ls='--', c='grey', label='chance')
+    ax[0].set_xticks(range(len(acc)), list(groups))
+    ax[0].set_ylim(0, 1)
+    ax[0].set_ylabel('accuracy')
+    ax[0].legend(loc='lower right')
     ax[0].set_title('Real or synthetic: accuracy (95 % Wilson)')
     for q in [*rep['readers'], None]:
         rr = [r for r in rep['items'] if r['answer'] and r['confidence'] and (q is None or r['reader'] == q)]
-        fpr, tpr = roc_curve([r['confidence']*(1 if r['answer'] == 'synthetic' else -1) for r in rr], [r['truth'] == 'synthetic' for r in rr])
-        ax[1].plot(fpr, tpr, 'k-' if q is None else '-', lw=2 if q is None else 1, label=f"{q or 'pooled'} (AUC {_num(groups[f'reader {q}' if q else 'pooled']['auc'], 2)})")
-    ax[1].plot([0, 1], [0, 1], ls='--', c='grey'); ax[1].set_xlabel('false-positive rate (real called synthetic)')
-    ax[1].set_ylabel('true-positive rate'); ax[1].set_title('ROC from signed confidence'); ax[1].legend(fontsize=8, loc='lower right')
+        fpr, tpr = roc_curve([r['confidence']*(1 if r['answer'] == 'synthetic' else -1) for r in rr],
+                             [r['truth'] == 'synthetic' for r in rr])
+        ax[1].plot(fpr, tpr, 'k-' if q is None else '-', lw=2 if q is None else 1,
+                   label=f"{q or 'pooled'} (AUC {_num(groups[f'reader {q}' if q else 'pooled']['auc'], 2)})")
+    ax[1].plot([0, 1], [0, 1], ls='--', c='grey')
+    ax[1].set_xlabel('false-positive rate (real called synthetic)')
+    ax[1].set_ylabel('true-positive rate')
+    ax[1].set_title('ROC from signed confidence')
+    ax[1].legend(fontsize=8, loc='lower right')
     pl = rep['plausibility']
-    for j, t in enumerate(('real', 'synthetic')): ax[2].bar(np.arange(1, 6) + (j - 0.5)*0.38, pl[t]['counts'], 0.38, label=f"{t} (mean {_num(pl[t]['mean'], 2)})")
-    ax[2].set_xlabel('anatomical plausibility'); ax[2].set_ylabel('ratings'); ax[2].set_title('Plausibility by truth'); ax[2].legend(fontsize=8)
+    for j, t in enumerate(('real', 'synthetic')):
+        ax[2].bar(np.arange(1, 6) + (j - 0.5)*0.38, pl[t]['counts'], 0.38, label=f"{t} (mean {_num(pl[t]['mean'], 2)})")
+    ax[2].set_xlabel('anatomical plausibility')
+    ax[2].set_ylabel('ratings')
+    ax[2].set_title('Plausibility by truth')
+    ax[2].legend(fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -415,13 +469,17 @@ def _big_png(path:Path, scale:int)->bytes:
     "A study PNG enlarged with nearest-neighbour pixels, for display."
     with Image.open(path) as im:
         im = im.resize((im.width*scale, im.height*scale), Image.NEAREST)
-        buf = io.BytesIO(); im.save(buf, format='PNG'); return buf.getvalue()
+        buf = io.BytesIO()
+        im.save(buf, format='PNG')
+        return buf.getvalue()
 
 def _controls():
     "The answer, confidence and plausibility buttons and the note field."
     kind = W.ToggleButtons(options=[('Real', 'real'), ('Synthetic', 'synthetic')], value=None, description='answer')
-    conf = W.ToggleButtons(options=[1, 2, 3, 4, 5], value=None, description='confidence', style={'button_width': '40px'})
-    plaus = W.ToggleButtons(options=[1, 2, 3, 4, 5], value=None, description='plausibility', style={'button_width': '40px'})
+    conf = W.ToggleButtons(options=[1, 2, 3, 4, 5], value=None, description='confidence',
+                           style={'button_width': '40px'})
+    plaus = W.ToggleButtons(options=[1, 2, 3, 4, 5], value=None, description='plausibility',
+                            style={'button_width': '40px'})
     return kind, conf, plaus, W.Text(placeholder='note (optional)', description='note')
 
 # %% ../nbs/27_reader_study.ipynb #b81f0c2e
@@ -435,7 +493,8 @@ def mini_study(folder, # a study folder written by `make_study`
                reader:str='NB', # the reader's initials, for the answers document
                scale:int=4, # display enlargement
               )->W.VBox:
-    "An ipywidgets reader study over a study folder; `.answers` fills as you click, `.answers_doc()` is a page-format answers file."
+    """An ipywidgets reader study over a study folder; `.answers` fills as you click,
+    `.answers_doc()` is a page-format answers file."""
     folder = Path(folder)
     pub = json.loads((folder/'study.json').read_text())
     ims, pos, answers, busy = pub['images'], [0], {}, [False]
@@ -445,16 +504,22 @@ def mini_study(folder, # a study folder written by `make_study`
         busy[0] = True
         a = answers.get(ims[pos[0]]['id'], {})
         img.value = _big_png(folder/ims[pos[0]]['src'], scale)
-        kind.value, conf.value, plaus.value, note.value = a.get('answer'), a.get('confidence'), a.get('plausibility'), a.get('note', '')
+        kind.value, conf.value, plaus.value, note.value = (a.get('answer'), a.get('confidence'), a.get('plausibility'),
+                                                           a.get('note', ''))
         busy[0] = False
         done = sum(1 for v in answers.values() if v['answer'] and v['confidence'] and v['plausibility'])
         status.value = f"image {pos[0] + 1} of {len(ims)} &middot; {done} answered"
     def store(*_):
         if busy[0]: return
-        answers[ims[pos[0]]['id']] = dict(answer=kind.value, confidence=conf.value, plausibility=plaus.value, note=note.value); show()
-    def move(step): pos[0] = min(max(pos[0] + step, 0), len(ims) - 1); show()
+        answers[ims[pos[0]]['id']] = dict(answer=kind.value, confidence=conf.value, plausibility=plaus.value,
+                                          note=note.value)
+        show()
+    def move(step):
+        pos[0] = min(max(pos[0] + step, 0), len(ims) - 1)
+        show()
     for w in (kind, conf, plaus, note): w.observe(store, 'value')
-    prev.on_click(lambda _: move(-1)); nxt.on_click(lambda _: move(1))
+    prev.on_click(lambda _: move(-1))
+    nxt.on_click(lambda _: move(1))
     box = W.VBox([status, img, kind, conf, plaus, note, W.HBox([prev, nxt])])
     box.answers, box.answers_doc = answers, lambda: _answers_doc(pub, reader, ims, answers)
     show()

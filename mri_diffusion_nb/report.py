@@ -17,7 +17,8 @@ from .runtime import WeightsError, _resize, as_device
 from .features import StandinFeatures, extract_features, feature_extractor
 from .frechet import fid_kid
 from .paired import ms_ssim_scales
-from .memorization import audit_images, audit_reference, diversity, memorization_audit, show_nearest, top_correlations
+from .memorization import (audit_images, audit_reference, diversity, memorization_audit, show_nearest,
+                                           top_correlations)
 from .generate import MANIFEST_DEFAULTS, MANIFEST_REQUIRED, from_uint, read_manifest
 from .adherence import SliceClassifier, class_adherence
 
@@ -55,7 +56,9 @@ def read_png(path)->torch.Tensor:
     if not path.is_file(): raise DataError(path, 'image file not found')
     try:
         with Image.open(path) as im:
-            im.load(); mode = im.mode; a = np.array(im)
+            im.load()
+            mode = im.mode
+            a = np.array(im)
     except Exception as e: raise DataError(path, f'not a readable image ({error_text(e)})') from None
     if a.ndim != 2: raise DataError(path, f'expected a grayscale PNG, got mode {mode}')
     if a.dtype == np.uint8: bits = 8
@@ -69,14 +72,16 @@ EVAL_MIN_RES = 16 # smallest image side `evaluate` accepts (MS-SSIM's 7 px windo
 def fake_dir_size(folder, # a folder with PNG files and manifest.csv
                   min_res:int=EVAL_MIN_RES, # refuse images smaller than this
                  )->tuple:
-    "`(H, W)` of the first image listed in the manifest, from its header only; one-line `DataError` if it is too small to evaluate."
+    """`(H, W)` of the first image listed in the manifest, from its header only;
+    one-line `DataError` if it is too small to evaluate."""
     from PIL import Image
     man, rows = read_manifest(folder)
     f = Path(folder)/(rows[0]['file'] or '').strip()
     try:
         with Image.open(f) as im: w, h = im.size
     except Exception as e: raise DataError(f, f'not a readable image ({error_text(e)})') from None
-    if min(h, w) < min_res: raise DataError(f, f'image is {h}x{w} px, too small to evaluate (at least {min_res}x{min_res})')
+    if min(h, w) < min_res:
+        raise DataError(f, f'image is {h}x{w} px, too small to evaluate (at least {min_res}x{min_res})')
     return h, w
 
 # %% ../nbs/25_report.ipynb #dba825ed
@@ -84,16 +89,21 @@ def load_fake_dir(folder, # a folder with PNG files and manifest.csv
                   class_names:list|None=None, # map class names in the manifest to indices
                   progress:bool=True, # show a progress bar
                  )->FakeSet:
-    "Read generated slices (each PNG once) and their manifest; one-line `DataError` for a missing or garbled folder, manifest or image."
+    """Read generated slices (each PNG once) and their manifest;
+    one-line `DataError` for a missing or garbled folder, manifest or image."""
     folder = Path(folder)
     man, rows = read_manifest(folder, class_names)
     imgs, labels, out = [], [], []
     for r in tqdm(rows, desc='images', disable=not progress, leave=False):
         f, k = r['file'], r['class']
         x = read_png(folder/f)
-        if imgs and x.shape != imgs[0].shape: raise DataError(folder/f, f'size {tuple(x.shape[-2:])} differs from the first image {tuple(imgs[0].shape[-2:])}')
-        imgs.append(x); labels.append(k)
-        out.append({**{key: str(r.get(key) or '').strip() for key in MANIFEST_REQUIRED}, **{key: (r.get(key) or d).strip() for key, d in MANIFEST_DEFAULTS.items()}, 'class': k,
+        if imgs and x.shape != imgs[0].shape:
+            raise DataError(folder/f, f'size {tuple(x.shape[-2:])} differs from the first image '
+                                      f'{tuple(imgs[0].shape[-2:])}')
+        imgs.append(x)
+        labels.append(k)
+        out.append({**{key: str(r.get(key) or '').strip() for key in MANIFEST_REQUIRED},
+                    **{key: (r.get(key) or d).strip() for key, d in MANIFEST_DEFAULTS.items()}, 'class': k,
                     **{key: _num(r.get(key)) for key in ('seed', 'guidance', 'steps')}})
     return FakeSet(torch.stack(imgs), torch.tensor(labels, dtype=torch.long), out, str(folder))
 
@@ -106,7 +116,7 @@ def feature_nets(feature:str='inception', # 'inception' or 'standin'
                  device=None, # where the networks run
                  strict:bool=False, # raise `WeightsError` when the weights are unavailable
                 )->dict:
-    "`{'main': network or None, 'reason': why not, 'standin': the fallback when the main one is unavailable}`, on `device`."
+    "`{'main': network or None, 'reason': why not, 'standin': fallback if the main one is unavailable}`, on `device`."
     dev = as_device(device or 'cpu')
     try: return dict(main=feature_extractor(feature, weights, download).to(dev).eval(), reason=None, standin=None)
     except WeightsError as e:
@@ -117,14 +127,17 @@ def _check_fake(fake_images, res:int)->tuple:
     "Generated images as (N, 1, res, res) float32 on the CPU, and their original size."
     fake = torch.as_tensor(fake_images).float().cpu()
     if fake.ndim == 3: fake = fake[:, None]
-    if fake.ndim != 4 or fake.shape[1] != 1: raise ValueError(f'fake_images must be (N, 1, H, W), got {tuple(fake.shape)}')
-    if min(fake.shape[-2:]) < EVAL_MIN_RES: raise ValueError(f'generated images are {fake.shape[-2]}x{fake.shape[-1]} px, too small to evaluate (at least {EVAL_MIN_RES})')
+    if fake.ndim != 4 or fake.shape[1] != 1:
+        raise ValueError(f'fake_images must be (N, 1, H, W), got {tuple(fake.shape)}')
+    if min(fake.shape[-2:]) < EVAL_MIN_RES:
+        raise ValueError(f'generated images are {fake.shape[-2]}x{fake.shape[-1]} px, too small to evaluate '
+                         f'(at least {EVAL_MIN_RES})')
     if len(fake) < 2: raise ValueError(f'evaluate needs at least 2 generated images, got {len(fake)}')
     return _resize(fake, res), tuple(fake.shape[-2:])
 
 # %% ../nbs/25_report.ipynb #84f26c71
 def real_reference(real:SliceData, # real slices with a train/val split (in memory or a lazy store)
-                   feature:str='inception', weights=None, download:bool=True, # feature network (see `feature_extractor`)
+                   feature:str='inception', weights=None, download:bool=True, # feature network (`feature_extractor`)
                    reference:str='train', # real split the samples are compared with: 'train', 'val' or 'all'
                    kid_subsets:int=100, kid_subset_size:int|None=None, # KID subsets and their size
                    max_shift:int=1, audit_res:int=64, # memorization audit: alignment and comparison size
@@ -135,20 +148,25 @@ def real_reference(real:SliceData, # real slices with a train/val split (in memo
                    cache_dir=None, # keep real-set features here across runs
                    progress:bool=True, # show progress bars
                   )->dict:
-    "What an evaluation needs of the real slices, computed once and shared by all groups: features and floor, audit reference, real diversity."
-    if reference not in ('train', 'val', 'all'): raise ValueError(f"reference must be 'train', 'val' or 'all', got {reference!r}")
+    """What an evaluation needs of the real slices, computed once and shared by all groups:
+    features and floor, audit reference, real diversity."""
+    if reference not in ('train', 'val', 'all'):
+        raise ValueError(f"reference must be 'train', 'val' or 'all', got {reference!r}")
     dev = as_device(device)
     tr, va = real.train, real.val
     nets, feats = feature_nets(feature, weights, download, dev, strict), {}
     for name in ('main', 'standin'):
         if nets[name] is None: continue
-        fr = extract_features({'train': tr, 'val': va, 'all': real}[reference].images, nets[name], cache_dir=cache_dir, progress=progress)
-        fl = fid_kid(fr, extract_features(va.images, nets[name], cache_dir=cache_dir), kid_subsets, kid_subset_size, seed, dev) if reference == 'train' and len(va) >= 2 else None
+        fr = extract_features({'train': tr, 'val': va, 'all': real}[reference].images, nets[name], cache_dir=cache_dir,
+                              progress=progress)
+        fl = (fid_kid(fr, extract_features(va.images, nets[name], cache_dir=cache_dir), kid_subsets, kid_subset_size,
+                      seed, dev) if reference == 'train' and len(va) >= 2 else None)
         feats[name] = dict(net=nets[name], ref=fr, floor=fl)
-    return dict(feats=feats, reason=nets['reason'], device=dev, diversity=diversity(tr.images, tr.labels, real.class_names, max_pairs, seed, dev),
+    return dict(feats=feats, reason=nets['reason'], device=dev,
+                diversity=diversity(tr.images, tr.labels, real.class_names, max_pairs, seed, dev),
                 audit=audit_reference(tr.images, va.images, max_shift, audit_res, dev, progress),
-                settings=dict(reference=reference, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, max_shift=max_shift,
-                              audit_res=audit_res, max_pairs=max_pairs, seed=seed))
+                settings=dict(reference=reference, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size,
+                              max_shift=max_shift, audit_res=audit_res, max_pairs=max_pairs, seed=seed))
 
 # %% ../nbs/25_report.ipynb #94aa8455
 def _distances(fe:dict, f_fake:torch.Tensor, s:dict, device)->dict:
@@ -156,20 +174,27 @@ def _distances(fe:dict, f_fake:torch.Tensor, s:dict, device)->dict:
     fp, fk = fe['net'].protocol, fid_kid(fe['ref'], f_fake, s['kid_subsets'], s['kid_subset_size'], s['seed'], device)
     proto = f"{fp['network']}; {fp['resize']}; {fk['n_real']} real ({s['reference']}) vs {fk['n_fake']} generated"
     kid_p = lambda d: f"KID polynomial kernel deg 3, {d['kid_subsets']} subsets of {d['kid_subset_size']}"
-    out = dict(fid=dict(value=fk['fid'], n_real=fk['n_real'], n_fake=fk['n_fake'], reference=s['reference'], protocol=proto),
-               kid=dict(mean=fk['kid_mean'], std=fk['kid_std'], subsets=fk['kid_subsets'], subset_size=fk['kid_subset_size'],
-                        n_real=fk['n_real'], n_fake=fk['n_fake'], protocol=proto + '; ' + kid_p(fk)))
+    out = dict(fid=dict(value=fk['fid'], n_real=fk['n_real'], n_fake=fk['n_fake'], reference=s['reference'],
+                        protocol=proto),
+               kid=dict(mean=fk['kid_mean'], std=fk['kid_std'], subsets=fk['kid_subsets'],
+                        subset_size=fk['kid_subset_size'], n_real=fk['n_real'], n_fake=fk['n_fake'],
+                        protocol=proto + '; ' + kid_p(fk)))
     if (fl := fe['floor']) is not None:
-        out['floor'] = dict(fid=fl['fid'], kid_mean=fl['kid_mean'], kid_std=fl['kid_std'], n_real=fl['n_real'], n_held_out=fl['n_fake'],
-                            protocol=f"real held-out ({fl['n_fake']}) vs real train ({fl['n_real']}): the best a generator can expect at this held-out count; "
+        out['floor'] = dict(fid=fl['fid'], kid_mean=fl['kid_mean'], kid_std=fl['kid_std'], n_real=fl['n_real'],
+                            n_held_out=fl['n_fake'],
+                            protocol=f"real held-out ({fl['n_fake']}) vs real train ({fl['n_real']}): "
+                                     "the best a generator can expect at this held-out count; "
                                      f"{fp['network']}; {fp['resize']}; {kid_p(fl)}")
     return out
 
+# %% ../nbs/25_report.ipynb #a49c33bf
 def _fid_section(ctx:dict, fake:torch.Tensor, progress:bool=False)->dict:
-    "FID/KID entries of a report; without the main network: marked unavailable with the reason, stand-in numbers under 'standin'."
+    """FID/KID entries of a report; without the main network: marked unavailable with the reason,
+    stand-in numbers under 'standin'."""
     out = {}
     for name, fe in ctx['feats'].items():
-        d = _distances(fe, extract_features(fake, fe['net'], cache=False, progress=progress), ctx['settings'], ctx['device'])
+        d = _distances(fe, extract_features(fake, fe['net'], cache=False, progress=progress), ctx['settings'],
+                       ctx['device'])
         if name == 'main': out.update(d)
         else: out['standin'] = d
     if ctx['reason'] is not None:
@@ -182,23 +207,32 @@ def _memorization_section(ctx:dict, fake:torch.Tensor, q:float=0.95, progress:bo
     "The memorization audit against the shared reference (nearest-training correlation only without held-out slices)."
     a = ctx['audit']
     if a['n_held_out']: return memorization_audit(fake, q=q, reference=a, progress=progress)
-    tc, ti, _ = (t[:, 0].cpu() for t in top_correlations(audit_images(fake, a['res'], a['train'].device), a['train'], a['max_shift']))
-    return dict(train_idx=ti, train_corr=tc, summary=dict(n_fake=len(fake), n_train=a['n_train'], n_held_out=0, max_shift=a['max_shift'], closer_share=None,
-                expected_for_real=None, median_train_corr=float(tc.median()), definition='no held-out slices: nearest-training correlation only, no threshold'))
+    tc, ti, _ = (t[:, 0].cpu() for t in top_correlations(audit_images(fake, a['res'], a['train'].device), a['train'],
+                                                         a['max_shift']))
+    return dict(train_idx=ti, train_corr=tc,
+                summary=dict(n_fake=len(fake), n_train=a['n_train'], n_held_out=0, max_shift=a['max_shift'],
+                             closer_share=None, expected_for_real=None, median_train_corr=float(tc.median()),
+                             definition='no held-out slices: nearest-training correlation only, no threshold'))
 
+# %% ../nbs/25_report.ipynb #a6e57f14
 def _labelled_sections(ctx:dict, fake:torch.Tensor, labels:torch.Tensor, real:SliceData, classifier=None)->dict:
     "Diversity (generated against the shared real numbers) and class adherence."
     s, dr = ctx['settings'], ctx['diversity']
     dv = diversity(fake, labels, real.class_names, s['max_pairs'], s['seed'], ctx['device'])
-    out = dict(diversity=dict(per_class={n: dict(fake=dv[n]['ms_ssim'], real=dr[n]['ms_ssim'], n_fake=dv[n]['n'], n_real=dr[n]['n'],
-                                                 pairs_fake=dv[n]['pairs'], pairs_real=dr[n]['pairs']) for n in real.class_names},
-                              protocol=f"mean pairwise MS-SSIM within a class (1 = identical), data_range=2, gauss 7px s1.0, {ms_ssim_scales(real.res)} scales, "
-                                       f"<= {s['max_pairs']} pairs drawn uniformly without listing all pairs (all when fewer), seed {s['seed']}; real = training slices of that class"))
+    out = dict(diversity=dict(per_class={n: dict(fake=dv[n]['ms_ssim'], real=dr[n]['ms_ssim'], n_fake=dv[n]['n'],
+                                                 n_real=dr[n]['n'], pairs_fake=dv[n]['pairs'],
+                                                 pairs_real=dr[n]['pairs']) for n in real.class_names},
+                              protocol="mean pairwise MS-SSIM within a class (1 = identical), data_range=2, "
+                                       f"gauss 7px s1.0, {ms_ssim_scales(real.res)} scales, "
+                                       f"<= {s['max_pairs']} pairs drawn uniformly without listing all pairs "
+                                       f"(all when fewer), seed {s['seed']}; real = training slices of that class"))
     if classifier is not None:
         ca = class_adherence(classifier, fake, labels, real.class_names)
         ca['classifier'] = dict(classifier.info)
-        ca['protocol'] = (f"accuracy of a SliceClassifier ({classifier.config['res']} px, trained on {classifier.info.get('n_train', '?')} real train slices) "
-                          f"on {len(fake)} generated slices against their intended class; its held-out real accuracy is {classifier.info.get('val_accuracy', float('nan')):.3f}")
+        ca['protocol'] = (f"accuracy of a SliceClassifier ({classifier.config['res']} px, "
+                          f"trained on {classifier.info.get('n_train', '?')} real train slices) "
+                          f"on {len(fake)} generated slices against their intended class; "
+                          f"its held-out real accuracy is {classifier.info.get('val_accuracy', float('nan')):.3f}")
         out['class_adherence'] = ca
     return out
 
@@ -207,7 +241,8 @@ def _figures(rep:dict, fake:torch.Tensor, labels, train, audit:dict, class_names
     "The report's figures (closed, for `write_report`): samples, nearest training pairs, confusion matrix."
     import matplotlib.pyplot as plt
     k = min(16, len(fake))
-    figs = dict(samples=show_grid(fake[:k], None if labels is None else [class_names[int(c)] for c in labels[:k]], ncols=8),
+    figs = dict(samples=show_grid(fake[:k], None if labels is None else [class_names[int(c)] for c in labels[:k]],
+                                  ncols=8),
                 nearest_pairs=show_nearest(fake, train, audit, k=min(8, len(fake))))
     if 'class_adherence' in rep: figs['confusion'] = plot_confusion(rep['class_adherence'])
     for f in figs.values(): plt.close(f)
@@ -224,16 +259,21 @@ def _check_labels(fake_labels, fake:torch.Tensor):
 def _report_head(real:SliceData, fake:torch.Tensor, from_res:tuple, ctx:dict, group=None)->dict:
     "Format, group and setup of a report: real and generated counts, feature network, settings, device, versions."
     main = ctx['feats'].get('main')
-    feat = main['net'].protocol if main else dict(network='unavailable', reason=ctx['reason'], fallback=ctx['feats']['standin']['net'].protocol)
+    feat = main['net'].protocol if main else dict(network='unavailable', reason=ctx['reason'],
+                                                  fallback=ctx['feats']['standin']['net'].protocol)
     return dict(format=REPORT_FORMAT, group=dict(group or {}),
-                protocol=dict(real=dict(source=real.settings.get('source'), res=real.res, n_train=len(real.train), n_val=len(real.val), classes=list(real.class_names)),
-                              fake=dict(n=len(fake), resized_from=list(from_res) if from_res != (real.res, real.res) else None),
+                protocol=dict(real=dict(source=real.settings.get('source'), res=real.res, n_train=len(real.train),
+                                        n_val=len(real.val), classes=list(real.class_names)),
+                              fake=dict(n=len(fake),
+                                        resized_from=list(from_res) if from_res != (real.res, real.res) else None),
                               feature=feat, device=str(ctx['device']), versions=_versions(), **ctx['settings']))
 
 def _versions()->dict:
     import torchmetrics
     v = dict(torch=torch.__version__, torchmetrics=torchmetrics.__version__)
-    try: import torch_fidelity; v['torch_fidelity'] = torch_fidelity.__version__
+    try:
+        import torch_fidelity
+        v['torch_fidelity'] = torch_fidelity.__version__
     except Exception: pass
     return v
 
@@ -245,20 +285,23 @@ def evaluate(real:SliceData, # real slices with a train/val split (in memory or 
              weights=None, download:bool=True, # local Inception weights file; allow downloading them
              reference:str='train', # real split the samples are compared with: 'train', 'val' or 'all'
              classifier:SliceClassifier|None=None, # for class adherence
-             kid_subsets:int=100, kid_subset_size:int|None=None, # KID subsets and their size (default min(1000, counts))
+             kid_subsets:int=100, kid_subset_size:int|None=None, # KID subsets, their size (default min(1000, counts))
              max_shift:int=1, q:float=0.95, # memorization audit: alignment (px at `audit_res`) and threshold quantile
              max_pairs:int=300, # diversity pairs per class
              seed:int=0, # seed of every random choice
              group:dict|None=None, # what this set is (e.g. {'guidance': 3.0}), copied into the report
              figures:bool=True, # make figures (kept under '_figures')
              cache_dir=None, progress:bool=True, # keep real-set features here across runs; show progress bars
-             device=None, strict:bool=False, # where everything runs (default CUDA when available); missing Inception weights an error
-             audit_res:int=64, context:dict|None=None, # audit comparison size; shared real reference (`real_reference`; its settings win)
+             device=None, # where everything runs (default CUDA when available)
+             strict:bool=False, # missing Inception weights are an error
+             audit_res:int=64, # audit comparison size
+             context:dict|None=None, # shared real reference (`real_reference`; its settings win)
             )->dict:
-    "A metrics report for generated slices: FID/KID with the real floor, diversity, memorization, class adherence; each with its protocol."
+    """A metrics report for generated slices: FID/KID with the real floor, diversity, memorization, class adherence;
+    each with its protocol."""
     fake, from_res = _check_fake(fake_images, real.res)
-    ctx = context or real_reference(real, feature, weights, download, reference, kid_subsets, kid_subset_size, max_shift, audit_res, max_pairs,
-                                    seed, device, strict, cache_dir, progress)
+    ctx = context or real_reference(real, feature, weights, download, reference, kid_subsets, kid_subset_size,
+                                    max_shift, audit_res, max_pairs, seed, device, strict, cache_dir, progress)
     rep = dict(_report_head(real, fake, from_res, ctx, group), **_fid_section(ctx, fake, progress))
     aud = _memorization_section(ctx, fake, q, progress)
     rep['memorization'] = dict(aud['summary'], protocol=aud['summary']['definition'])
@@ -273,13 +316,17 @@ def plot_confusion(adherence:dict, # from `class_adherence`
                   ):
     "Confusion matrix of intended (rows) against predicted (columns) class."
     import matplotlib.pyplot as plt
-    c = np.array(adherence['confusion']); names = adherence['class_names']
+    c = np.array(adherence['confusion'])
+    names = adherence['class_names']
     fig, ax = plt.subplots(figsize=(1 + .6*len(names), .8 + .6*len(names)), dpi=dpi)
     ax.imshow(c, cmap='Blues')
     for (i, j), v in np.ndenumerate(c): ax.text(j, i, int(v), ha='center', va='center', fontsize=8)
-    ax.set_xticks(range(len(names))); ax.set_yticks(range(len(names)))
-    ax.set_xticklabels(range(len(names)), fontsize=7); ax.set_yticklabels(names, fontsize=7)
-    ax.set_xlabel('predicted', fontsize=8); ax.set_ylabel('intended', fontsize=8)
+    ax.set_xticks(range(len(names)))
+    ax.set_yticks(range(len(names)))
+    ax.set_xticklabels(range(len(names)), fontsize=7)
+    ax.set_yticklabels(names, fontsize=7)
+    ax.set_xlabel('predicted', fontsize=8)
+    ax.set_ylabel('intended', fontsize=8)
     ax.set_title(f"accuracy {adherence['accuracy']:.2f}", fontsize=9)
     fig.tight_layout()
     return fig
@@ -296,21 +343,31 @@ def _clean(o):
     return o
 
 def _fmt(v, nd=4):
-    return '—' if v is None or (isinstance(v, float) and not math.isfinite(v)) else (f'{v:.{nd}g}' if isinstance(v, float) else str(v))
+    return ('—' if v is None or (isinstance(v, float) and not math.isfinite(v))
+            else (f'{v:.{nd}g}' if isinstance(v, float) else str(v)))
 
+# %% ../nbs/25_report.ipynb #ea49e7bd
 def _sweep_markdown(reports:list)->str:
     "A sweep (list of reports) as one Markdown table plus its protocol."
     keys = sorted({k for r in reports for k in r.get('group', {})})
     si = 'stand-in ' if reports and 'STAND-IN' in str(reports[0]['protocol']['feature'].get('network', '')) else ''
-    lines = ['# Evaluation sweep', '', '| ' + ' | '.join(keys + [si + 'FID', si + 'KID', 'KID std', 'closer_share', 'adherence', 'diversity']) + ' |', '|' + '---|'*(len(keys) + 6)]
+    lines = ['# Evaluation sweep', '',
+             '| ' + ' | '.join(keys + [si + 'FID', si + 'KID', 'KID std', 'closer_share', 'adherence', 'diversity'])
+             + ' |', '|' + '---|'*(len(keys) + 6)]
     for r in reports:
-        lines.append('| ' + ' | '.join([_fmt(r['group'].get(k)) for k in keys] + [_fmt(r['fid']['value']), _fmt(r['kid']['mean']), _fmt(r['kid']['std']),
-                     _fmt(r['memorization']['closer_share']), _fmt(r.get('class_adherence', {}).get('accuracy')), _fmt(_sweep_value(r, 'diversity')[0])]) + ' |')
+        lines.append('| ' + ' | '.join([_fmt(r['group'].get(k)) for k in keys]
+                                       + [_fmt(r['fid']['value']), _fmt(r['kid']['mean']), _fmt(r['kid']['std']),
+                                          _fmt(r['memorization']['closer_share']),
+                                          _fmt(r.get('class_adherence', {}).get('accuracy')),
+                                          _fmt(_sweep_value(r, 'diversity')[0])]) + ' |')
     lines += ['', '![sweep](sweep.png)', '', '## Protocol', '']
-    if reports: lines += [f"- FID: {reports[0]['fid']['protocol']}", f"- KID: {reports[0]['kid']['protocol']}", f"- memorization: {reports[0]['memorization']['protocol']}"]
+    if reports: lines += [f"- FID: {reports[0]['fid']['protocol']}", f"- KID: {reports[0]['kid']['protocol']}",
+                          f"- memorization: {reports[0]['memorization']['protocol']}"]
     if reports and 'standin' in reports[0]:
         lines += ['', '| ' + ' | '.join(keys + ['stand-in FID', 'stand-in KID']) + ' |', '|' + '---|'*(len(keys) + 2)]
-        lines += ['| ' + ' | '.join([_fmt(r['group'].get(k)) for k in keys] + [_fmt(r['standin']['fid']['value']), _fmt(r['standin']['kid']['mean'])]) + ' |' for r in reports]
+        lines += ['| ' + ' | '.join([_fmt(r['group'].get(k)) for k in keys]
+                                    + [_fmt(r['standin']['fid']['value']), _fmt(r['standin']['kid']['mean'])]) + ' |'
+                  for r in reports]
     return '\n'.join(lines) + '\n'
 
 # %% ../nbs/25_report.ipynb #66010f0b
@@ -318,20 +375,29 @@ def report_markdown(report:dict)->str:
     "A report (or a list of them) as Markdown tables, each number beside its protocol."
     if isinstance(report, list): return _sweep_markdown(report)
     r, g = report, ', '.join(f'{k}={v}' for k, v in report.get('group', {}).items())
-    lines = [f"# Evaluation report{' (' + g + ')' if g else ''}", '', f"Feature network: **{r['protocol']['feature']['network']}**", '',
+    lines = [f"# Evaluation report{' (' + g + ')' if g else ''}", '',
+             f"Feature network: **{r['protocol']['feature']['network']}**", '',
              '| metric | value | protocol |', '|---|---|---|',
-             f"| FID | {_fmt(r['fid']['value'])} | {r['fid']['protocol']} |", f"| KID | {_fmt(r['kid']['mean'])} ± {_fmt(r['kid']['std'])} | {r['kid']['protocol']} |"]
+             f"| FID | {_fmt(r['fid']['value'])} | {r['fid']['protocol']} |",
+             f"| KID | {_fmt(r['kid']['mean'])} ± {_fmt(r['kid']['std'])} | {r['kid']['protocol']} |"]
     for name, d in [('', r)] + ([('stand-in ', r['standin'])] if 'standin' in r else []):
-        if name: lines += [f"| stand-in FID | {_fmt(d['fid']['value'])} | {d['fid']['protocol']} |", f"| stand-in KID | {_fmt(d['kid']['mean'])} ± {_fmt(d['kid']['std'])} | {d['kid']['protocol']} |"]
-        if 'floor' in d: lines += [f"| {name}FID floor (real vs real) | {_fmt(d['floor']['fid'])} | {d['floor']['protocol']} |",
-                                   f"| {name}KID floor (real vs real) | {_fmt(d['floor']['kid_mean'])} ± {_fmt(d['floor']['kid_std'])} | same |"]
+        if name:
+            lines += [f"| stand-in FID | {_fmt(d['fid']['value'])} | {d['fid']['protocol']} |",
+                      f"| stand-in KID | {_fmt(d['kid']['mean'])} ± {_fmt(d['kid']['std'])} | {d['kid']['protocol']} |"]
+        if 'floor' in d:
+            lines += [f"| {name}FID floor (real vs real) | {_fmt(d['floor']['fid'])} | {d['floor']['protocol']} |",
+                      f"| {name}KID floor (real vs real) | {_fmt(d['floor']['kid_mean'])} ± "
+                      f"{_fmt(d['floor']['kid_std'])} | same |"]
     m = r['memorization']
-    lines += [f"| memorization closer_share | {_fmt(m['closer_share'])} (real ≈ {m['expected_for_real']}) | {m['protocol']} |"]
-    if 'class_adherence' in r: lines += [f"| class adherence | {_fmt(r['class_adherence']['accuracy'])} | {r['class_adherence']['protocol']} |"]
+    lines += [f"| memorization closer_share | {_fmt(m['closer_share'])} (real ≈ {m['expected_for_real']}) | "
+              f"{m['protocol']} |"]
+    if 'class_adherence' in r: lines += [f"| class adherence | {_fmt(r['class_adherence']['accuracy'])} | "
+                                         f"{r['class_adherence']['protocol']} |"]
     if 'diversity' in r:
         lines += ['', '## Diversity (mean pairwise MS-SSIM; lower = more varied)', '', r['diversity']['protocol'], '',
                   '| class | generated | real | n generated |', '|---|---|---|---|']
-        lines += [f"| {n} | {_fmt(d['fake'])} | {_fmt(d['real'])} | {d['n_fake']} |" for n, d in r['diversity']['per_class'].items()]
+        lines += [f"| {n} | {_fmt(d['fake'])} | {_fmt(d['real'])} | {d['n_fake']} |"
+                  for n, d in r['diversity']['per_class'].items()]
     if 'class_adherence' in r:
         lines += ['', '## Class adherence per class', '', '| class | accuracy | n |', '|---|---|---|']
         lines += [f"| {n} | {_fmt(d['accuracy'])} | {d['n']} |" for n, d in r['class_adherence']['per_class'].items()]
@@ -341,8 +407,10 @@ def report_markdown(report:dict)->str:
 
 # %% ../nbs/25_report.ipynb #9a1ab73e
 def _is_standin(r:dict)->bool:
-    "Whether the FID/KID a sweep plots for report `r` come from the stand-in network (chosen, or the fallback without Inception)."
-    return (r['fid']['value'] is None and 'standin' in r) or 'STAND-IN' in str(r['protocol']['feature'].get('network', ''))
+    """Whether the FID/KID a sweep plots for report `r` come from the stand-in network
+    (chosen, or the fallback without Inception)."""
+    return ((r['fid']['value'] is None and 'standin' in r)
+            or 'STAND-IN' in str(r['protocol']['feature'].get('network', '')))
 
 def _mean(vs)->float:
     vs = [v for v in vs if v is not None and math.isfinite(v)]
@@ -354,14 +422,16 @@ def _sweep_value(r:dict, m:str)->tuple:
     nan = lambda v: float('nan') if v is None else v
     if m == 'fid': return nan(d['fid']['value']), None, d.get('floor', {}).get('fid')
     if m == 'kid': return nan(d['kid']['mean']), d['kid']['std'], d.get('floor', {}).get('kid_mean')
-    if m == 'class_adherence': return r.get('class_adherence', {}).get('accuracy', float('nan')), None, r.get('class_adherence', {}).get('classifier', {}).get('val_accuracy')
+    if m == 'class_adherence': return (r.get('class_adherence', {}).get('accuracy', float('nan')), None,
+                                       r.get('class_adherence', {}).get('classifier', {}).get('val_accuracy'))
     if m == 'closer_share': return nan(r['memorization']['closer_share']), None, r['memorization']['expected_for_real']
     if m == 'diversity':
         pc = r.get('diversity', {}).get('per_class', {}).values()
         return _mean([v['fake'] for v in pc]), None, (_mean([v['real'] for v in pc]) if pc else None)
     raise ValueError(f"unknown metric {m!r}")
 
-SWEEP_TITLES = dict(fid='FID', kid='KID', class_adherence='class adherence', closer_share='memorization share', diversity='diversity (MS-SSIM)')
+SWEEP_TITLES = dict(fid='FID', kid='KID', class_adherence='class adherence', closer_share='memorization share',
+                    diversity='diversity (MS-SSIM)')
 
 # %% ../nbs/25_report.ipynb #87f1140e
 def plot_sweep(reports:list, # reports whose `group` holds the swept setting
@@ -369,7 +439,8 @@ def plot_sweep(reports:list, # reports whose `group` holds the swept setting
                metrics:tuple=('fid', 'kid', 'class_adherence', 'diversity', 'closer_share'), # which panels
                dpi:int=100, # figure resolution
               ):
-    "Metrics against a swept setting (guidance scale, sampler steps, ...), the real value dashed where known; FID/KID panels say 'stand-in' when they are."
+    """Metrics against a swept setting (guidance scale, sampler steps, ...), the real value dashed where known;
+    FID/KID panels say 'stand-in' when they are."""
     import matplotlib.pyplot as plt
     rs = sorted(reports, key=lambda r: (str(type(r['group'].get(x))), r['group'].get(x)))
     xs = [r['group'].get(x) for r in rs]
@@ -378,14 +449,18 @@ def plot_sweep(reports:list, # reports whose `group` holds the swept setting
     fig, axs = plt.subplots(1, len(metrics), figsize=(2.4*len(metrics), 2.3), dpi=dpi, squeeze=False)
     for ax, m in zip(axs[0], metrics):
         v = [_sweep_value(r, m) for r in rs]
-        y = [a[0] for a in v]; e = [a[1] for a in v]
+        y = [a[0] for a in v]
+        e = [a[1] for a in v]
         if all(s is not None for s in e): ax.errorbar(xv, y, e, fmt='o-')
         else: ax.plot(xv, y, 'o-')
         ref = [a[2] for a in v if a[2] is not None]
         if ref: ax.axhline(float(np.mean(ref)), ls='--', c='gray', lw=1, label='real')
         t = SWEEP_TITLES.get(m, m)
-        ax.set_title(('stand-in ' + t if m in ('fid', 'kid') and rs and _is_standin(rs[0]) else t), fontsize=9); ax.set_xlabel(x, fontsize=8)
-        if not num: ax.set_xticks(xv); ax.set_xticklabels([str(s) for s in xs], fontsize=7)
+        ax.set_title(('stand-in ' + t if m in ('fid', 'kid') and rs and _is_standin(rs[0]) else t), fontsize=9)
+        ax.set_xlabel(x, fontsize=8)
+        if not num:
+            ax.set_xticks(xv)
+            ax.set_xticklabels([str(s) for s in xs], fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -393,23 +468,27 @@ def plot_sweep(reports:list, # reports whose `group` holds the swept setting
 REPORT_FILES = ('report.json', 'report.md')
 
 def check_report_dir(out_dir)->Path:
-    "Raise a one-line `FileError` unless `out_dir` is absent, empty, or holds an earlier report (which `write_report` may replace)."
+    """Raise a one-line `FileError` unless `out_dir` is absent, empty, or holds an earlier report
+    (which `write_report` may replace)."""
     out = Path(out_dir)
     if out.is_symlink() or (out.exists() and not out.is_dir()): raise FileError(out, 'exists and is not a folder')
     if not out.is_dir(): return out
     names = {p.name for p in out.iterdir()} - {'.lock'}
     other = sorted(n for n in names if n not in REPORT_FILES and not (n.endswith('.png') and 'report.json' in names))
-    if other: raise FileError(out, f"holds files that are not an evaluation report ({', '.join(other[:3])}); choose a new or empty folder")
+    if other: raise FileError(out, f"holds files that are not an evaluation report ({', '.join(other[:3])}); "
+                                   "choose a new or empty folder")
     return out
 
 def clean_report_temps(out_dir)->list:
-    "Remove the temporary sets `write_report` left beside `out_dir` when killed (call it while holding the folder's lock)."
+    "Remove the temporary sets `write_report` left beside `out_dir` when killed (call it holding the folder's lock)."
     import re, shutil
     out = Path(out_dir)
     pat = re.compile(rf'\.(tmp|old)-{re.escape(out.name)}-\d+-[0-9a-f]{{6}}')
-    found = [p for p in out.parent.glob(f'.*-{out.name}-*') if pat.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
+    found = [p for p in out.parent.glob(f'.*-{out.name}-*')
+             if pat.fullmatch(p.name) and p.is_dir() and not p.is_symlink()]
     for p in found:
-        if p.name.startswith('.old-') and not out.exists(): os.replace(p, out)  # killed between the two renames: the old set comes back
+        # killed between the two renames: the old set comes back
+        if p.name.startswith('.old-') and not out.exists(): os.replace(p, out)
         else: shutil.rmtree(p, ignore_errors=True)
     return found
 
@@ -418,7 +497,8 @@ def write_report(report:dict|list, # from `evaluate`, or a list of them (a sweep
                  out_dir, # folder to write into (replaced as a whole)
                  sweep_key:str|None=None, # for a list: the group key to plot against (default: the first one)
                 )->Path:
-    "Write report.json, report.md and the figures (PNG) into `out_dir` as one set: a kill leaves the old complete report or none."
+    """Write report.json, report.md and the figures (PNG) into `out_dir` as one set:
+    a kill leaves the old complete report or none."""
     import matplotlib.pyplot as plt
     out = check_report_dir(out_dir)
     figs = {}
@@ -442,18 +522,20 @@ def write_report(report:dict|list, # from `evaluate`, or a list of them (a sweep
 # %% ../nbs/25_report.ipynb #c6d631c0
 def evaluate_groups(real:SliceData, # real slices
                     fake:FakeSet, # generated slices with manifest rows
-                    by:str='guidance', # manifest column to group by: 'guidance', 'guidance_method', 'sampler', 'steps', 'model', 'seed'
+                    by:str='guidance', # the manifest column (`GROUP_COLUMNS`) to group by, e.g. 'guidance' or 'sampler'
                     progress:bool=True, # show progress
                     **kwargs, # passed to `evaluate` (feature, classifier, device, ...)
                    )->list:
-    "One `evaluate` report per value of a manifest column (e.g. per guidance scale); the real reference is computed once for all of them."
+    """One `evaluate` report per value of a manifest column (e.g. per guidance scale);
+    the real reference is computed once for all of them."""
     if by not in GROUP_COLUMNS: raise ValueError(f'by must be one of {GROUP_COLUMNS}, got {by!r}')
     values = []
     for r in fake.rows:
         if r[by] not in values: values.append(r[by])
     import inspect
     keys = set(inspect.signature(real_reference).parameters) - {'real', 'progress'}
-    ctx = kwargs.pop('context', None) or real_reference(real, progress=progress, **{k: v for k, v in kwargs.items() if k in keys})
+    ctx = kwargs.pop('context', None) or real_reference(real, progress=progress,
+                                                        **{k: v for k, v in kwargs.items() if k in keys})
     out = []
     for v in tqdm(values, desc=f'per {by}', disable=not progress, leave=False):
         m = torch.tensor([r[by] == v for r in fake.rows])

@@ -85,13 +85,14 @@ def resolve_weights(what:str, # what the weights are for, e.g. 'Inception-v3 (FI
                     download:bool=True, # try the download when no local file is found
                     timeout:float=15., # network timeout in seconds for the download
                    )->Path:
-    "Local path of a weights file: `path`, then `$env`, then the torch hub cache, then a download; else one-line `WeightsError`."
+    "Local path of a weights file: `path`, then `$env`, the torch hub cache, a download; else one-line `WeightsError`."
     where = f"pass weights=PATH, set {env}=PATH, or put it in {hub_checkpoint_dir()}"
     src = 'weights='
     if path is None and os.environ.get(env): path, src = os.environ[env], f'${env}'
     if path is not None:
         p = Path(path).expanduser()
-        if not p.is_file(): raise WeightsError(p, f"{what} weights {filename} not found (given by {src}); download {url} and {where}")
+        if not p.is_file():
+            raise WeightsError(p, f"{what} weights {filename} not found (given by {src}); download {url} and {where}")
         return p
     cached = hub_checkpoint_dir()/filename
     if cached.is_file(): return cached

@@ -17,13 +17,22 @@ from .files import error_text
 from .runtime import as_device
 from .unet import bf16_native, null_class
 from .schedule import DIFFUSERS_BETA_SCHEDULE, NoiseSchedule
-from .guidance import GUIDANCE_METHODS, Guidance, combine, step_scale, new_state, cfgpp_inputs, cfgpp_lambda, threshold_settings
+from .guidance import (GUIDANCE_METHODS, Guidance, combine, step_scale, new_state, cfgpp_inputs,
+                                       cfgpp_lambda, threshold_settings)
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'DEFAULT_STEPS', 'MAX_N', 'MAX_SEED', 'MAX_BATCH', 'DiffusionModel', 'find_weights', 'load_model', 'guide',
+__all__ = ['SAMPLERS', 'DEFAULT_STEPS', 'MAX_N', 'MAX_SEED', 'MAX_BATCH', 'guide', 'DiffusionModel', 'find_weights', 'load_model',
            'guided_pair', 'guided_output', 'make_scheduler', 'image_seed', 'image_generators', 'initial_noise',
            'net_output', 'check_sampling', 'weak_unet', 'sample', 'grid_sampler', 'compare_samplers', 'sampling_widget',
            'trajectory_widget']
+
+# %% ../nbs/18_sampling.ipynb #56627dd0
+def guide(u:torch.Tensor, # unconditional prediction ε_θ(x_t, ∅)
+          c:torch.Tensor, # conditional prediction ε_θ(x_t, c)
+          w:float, # guidance scale
+         )->torch.Tensor:
+    "Classifier-free guidance: u + w (c − u)."
+    return u + w*(c - u)
 
 # %% ../nbs/18_sampling.ipynb #acad5414
 @dataclass
@@ -56,9 +65,11 @@ def find_weights(path, # 'demo', 'demo-weak', a run directory, a checkpoint, or 
                  weights:str='ema', # 'ema' or 'model'
                 )->tuple:
     "Resolve a model path to (U-Net folder, scheduler folder or None, config.json or None)."
-    shipped = {'demo': _demo_dir(), 'demo-weak': _demo_dir().with_name('demo-weak')} # the demo model and its autoguidance partner
+    # the demo model and its autoguidance partner
+    shipped = {'demo': _demo_dir(), 'demo-weak': _demo_dir().with_name('demo-weak')}
     p = shipped.get(str(path), Path(path))
-    if not p.exists(): raise DataError(p, 'model not found' if str(path) not in shipped else 'the demo model is not installed with this package')
+    if not p.exists(): raise DataError(p, 'model not found' if str(path) not in shipped
+                                          else 'the demo model is not installed with this package')
     if not p.is_dir(): raise DataError(p, 'not a model directory (expected a run directory or a saved model folder)')
     cands = [p]
     if (p/'latest').is_file(): cands.insert(0, p/'checkpoints'/(p/'latest').read_text(errors='replace').strip())
@@ -66,11 +77,13 @@ def find_weights(path, # 'demo', 'demo-weak', a run directory, a checkpoint, or 
         for w in ((weights, 'ema', 'model') if weights else ('ema', 'model')):
             u = c/w
             if (u/'config.json').is_file() and any(u.glob('*.safetensors')):
-                cfg = c/'config.json' if (c/'config.json').is_file() else (p/'config.json' if (p/'config.json').is_file() else None)
+                cfg = (c/'config.json' if (c/'config.json').is_file()
+                       else (p/'config.json' if (p/'config.json').is_file() else None))
                 return u, (c/'scheduler' if (c/'scheduler').is_dir() else None), cfg
     if (p/'config.json').is_file() and any(p.glob('*.safetensors')): return p, None, None
     pickles = sorted(p.glob('*.bin')) + [f for c in cands for f in sorted(c.glob('*/*.bin'))]
-    if pickles: raise DataError(pickles[0].parent, 'holds only pickle weights (.bin); only safetensors are loaded (re-save with save_pretrained)')
+    if pickles: raise DataError(pickles[0].parent, 'holds only pickle weights (.bin); '
+                                                   'only safetensors are loaded (re-save with save_pretrained)')
     raise DataError(p, 'not a model directory (no ema/ or model/ folder with config.json and .safetensors weights)')
 
 # %% ../nbs/18_sampling.ipynb #34e19fa4
@@ -82,13 +95,17 @@ def _read_json(path)->dict:
 
 def _load_schedule(sched_dir, cfg:dict)->NoiseSchedule:
     "The training noise schedule: from the diffusers scheduler folder, else from the run's config."
-    if sched_dir is None: return NoiseSchedule(kind=cfg.get('schedule', 'linear'), n_steps=cfg.get('n_timesteps', 1000), prediction=cfg.get('prediction', 'epsilon'))
+    if sched_dir is None: return NoiseSchedule(kind=cfg.get('schedule', 'linear'), n_steps=cfg.get('n_timesteps', 1000),
+                                               prediction=cfg.get('prediction', 'epsilon'))
     try:
         sc = DDPMScheduler.from_pretrained(sched_dir).config
         kind = {v: k for k, v in DIFFUSERS_BETA_SCHEDULE.items()}[sc.beta_schedule]
-        if sc.prediction_type not in ('epsilon', 'v_prediction', 'sample'): raise ValueError(f'prediction_type {sc.prediction_type!r}')
-        return NoiseSchedule(kind=kind, n_steps=int(sc.num_train_timesteps), beta_start=float(sc.beta_start), beta_end=float(sc.beta_end), prediction=sc.prediction_type)
-    except Exception as e: raise DataError(Path(sched_dir)/'scheduler_config.json', f'not a usable scheduler config ({error_text(e)})') from None
+        if sc.prediction_type not in ('epsilon', 'v_prediction', 'sample'):
+            raise ValueError(f'prediction_type {sc.prediction_type!r}')
+        return NoiseSchedule(kind=kind, n_steps=int(sc.num_train_timesteps), beta_start=float(sc.beta_start),
+                             beta_end=float(sc.beta_end), prediction=sc.prediction_type)
+    except Exception as e: raise DataError(Path(sched_dir)/'scheduler_config.json',
+                                           f'not a usable scheduler config ({error_text(e)})') from None
 
 # %% ../nbs/18_sampling.ipynb #36da0a36
 def load_model(path='demo', # 'demo', a run directory, a checkpoint, or a diffusers U-Net folder
@@ -98,8 +115,10 @@ def load_model(path='demo', # 'demo', a run directory, a checkpoint, or a diffus
     "Load a trained model with its noise schedule and class names (safetensors only)."
     dev = as_device(device)
     unet_dir, sched_dir, cfg_path = find_weights(path, weights)
-    if (_read_json(unet_dir/'config.json').get('num_class_embeds') or 0) < 2:  # checked before loading: no library warning first
-        raise DataError(unet_dir, 'this U-Net has no class embeddings (num_class_embeds is not set): not a class-conditional model')
+    # checked before loading: no library warning first
+    if (_read_json(unet_dir/'config.json').get('num_class_embeds') or 0) < 2:
+        raise DataError(unet_dir, 'this U-Net has no class embeddings (num_class_embeds is not set): '
+                                  'not a class-conditional model')
     try: unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=True).to(dev).eval()
     except Exception as e: raise DataError(unet_dir, f'could not load the U-Net ({error_text(e)})') from None
     cfg = _read_json(cfg_path) if cfg_path else {}
@@ -108,21 +127,13 @@ def load_model(path='demo', # 'demo', a run directory, a checkpoint, or a diffus
     if len(names) != n: raise DataError(cfg_path, f'lists {len(names)} class names for a U-Net with {n} classes')
     return DiffusionModel(unet, _load_schedule(sched_dir, cfg), list(names), str(path), _files_id(unet_dir), cfg)
 
-# %% ../nbs/18_sampling.ipynb #56627dd0
-def guide(u:torch.Tensor, # unconditional prediction ε_θ(x_t, ∅)
-          c:torch.Tensor, # conditional prediction ε_θ(x_t, c)
-          w:float, # guidance scale
-         )->torch.Tensor:
-    "Classifier-free guidance: u + w (c − u)."
-    return u + w*(c - u)
-
 # %% ../nbs/18_sampling.ipynb #52edf100
 def guided_pair(unet:UNet2DModel, # the U-Net
                 x:torch.Tensor, # x_t (B, 1, H, W)
                 t, # timestep (int or 0-d tensor)
                 y:torch.Tensor, # classes (B,)
                 batched:bool=True, # one forward of 2B instead of two of B
-                weak:UNet2DModel|None=None, # autoguidance: the weak model's conditional prediction replaces the unconditional one
+                weak:UNet2DModel|None=None, # autoguidance: its conditional prediction replaces the unconditional one
                )->tuple:
     "(unconditional, conditional) predictions at x_t: (ε_θ(x_t, ∅), ε_θ(x_t, c)), or (ε_weak(x_t, c), ε_θ(x_t, c))."
     if weak is not None: return weak(x, t, class_labels=y).sample, unet(x, t, class_labels=y).sample
@@ -141,31 +152,37 @@ def guided_output(unet:UNet2DModel, x:torch.Tensor, t, y:torch.Tensor, # the U-N
     return guide(*guided_pair(unet, x, t, y, batched), w)
 
 # %% ../nbs/18_sampling.ipynb #403929df
-SAMPLERS = {'ddpm': DDPMScheduler, 'ddim': DDIMScheduler, 'dpm': DPMSolverMultistepScheduler, 'dpm-sde': DPMSolverMultistepScheduler}
+SAMPLERS = {'ddpm': DDPMScheduler, 'ddim': DDIMScheduler, 'dpm': DPMSolverMultistepScheduler,
+            'dpm-sde': DPMSolverMultistepScheduler}
 DEFAULT_STEPS = {'ddpm': 1000, 'ddim': 50, 'dpm': 20, 'dpm-sde': 20}
 
+# %% ../nbs/18_sampling.ipynb #a3909585
 def make_scheduler(schedule:NoiseSchedule, # the training noise schedule
                    sampler:str='dpm-sde', # 'ddpm', 'ddim', 'dpm' or 'dpm-sde'
                    steps:int|None=None, # sampling steps (default per sampler)
                    clip:bool=True, # clip / threshold the predicted x_0 to [-1, 1]
                    device=None, # where DPM-Solver++ keeps its timesteps (the model's device)
-                   threshold:tuple|None=None, # (p, s_max): dynamic thresholding of x̂0 instead of clipping (Saharia et al. 2022)
+                   threshold:tuple|None=None, # (p, s_max): x̂0 dynamic thresholding, not clipping (Saharia et al. 2022)
                   ):
     "A diffusers scheduler for `sampler`, set to `steps` timesteps."
     if sampler not in SAMPLERS: raise ValueError(f"unknown sampler {sampler!r} (choose from {', '.join(SAMPLERS)})")
     steps = DEFAULT_STEPS[sampler] if steps is None else steps
     if steps < 1: raise ValueError(f"steps must be at least 1, got {steps}")
-    if steps > schedule.n_steps: raise ValueError(f"steps must be at most the {schedule.n_steps} training timesteps, got {steps}")
+    if steps > schedule.n_steps:
+        raise ValueError(f"steps must be at most the {schedule.n_steps} training timesteps, got {steps}")
     kw = dict(schedule.scheduler_config())
-    dyn = {} if threshold is None else dict(thresholding=True, dynamic_thresholding_ratio=threshold[0], sample_max_value=threshold[1])
+    dyn = {} if threshold is None else dict(thresholding=True, dynamic_thresholding_ratio=threshold[0],
+                                            sample_max_value=threshold[1])
     if dyn: clip = False
     if sampler == 'ddpm': s = DDPMScheduler(**{**kw, 'clip_sample': clip, 'timestep_spacing': 'trailing', **dyn})
-    elif sampler == 'ddim': s = DDIMScheduler(**{**kw, 'clip_sample': clip, 'timestep_spacing': 'trailing', 'set_alpha_to_one': True, **dyn})
+    elif sampler == 'ddim': s = DDIMScheduler(**{**kw, 'clip_sample': clip, 'timestep_spacing': 'trailing',
+                                                 'set_alpha_to_one': True, **dyn})
     else:
         kw.pop('clip_sample', None)
         algo = 'sde-dpmsolver++' if sampler == 'dpm-sde' else 'dpmsolver++'
-        s = DPMSolverMultistepScheduler(**{**kw, 'algorithm_type': algo, 'solver_order': 2, 'thresholding': clip, 'sample_max_value': 1.0,
-                                           'timestep_spacing': 'trailing', 'lower_order_final': True, **dyn})
+        s = DPMSolverMultistepScheduler(**{**kw, 'algorithm_type': algo, 'solver_order': 2, 'thresholding': clip,
+                                           'sample_max_value': 1.0, 'timestep_spacing': 'trailing',
+                                           'lower_order_final': True, **dyn})
     s.set_timesteps(steps, device=device if isinstance(s, DPMSolverMultistepScheduler) else None)
     return s
 
@@ -190,14 +207,19 @@ def initial_noise(gens:list, shape:tuple, device)->torch.Tensor:
 def net_output(unet:UNet2DModel, x:torch.Tensor, t, y:torch.Tensor, w:float, # as in `guided_output`
                batched:bool=True, # one forward of 2B instead of two of B
                net_batch:int=8, # images per U-Net call: a fixed shape, the last chunk padded
-               pair:bool=False, weak:UNet2DModel|None=None, # return `guided_pair`'s two predictions (w unused); autoguidance's weak model
+               pair:bool=False, # return `guided_pair`'s two predictions (w unused)
+               weak:UNet2DModel|None=None, # autoguidance's weak model
               ):
-    "`guided_output` (or `guided_pair`) in fixed-size chunks (float32 out), so an image's output never depends on its batch-mates."
+    """`guided_output` (or `guided_pair`) in fixed-size chunks (float32 out),
+    so an image's output never depends on its batch-mates."""
     outs, dt = [], next(unet.parameters()).dtype
     for k in range(0, len(x), net_batch):
-        xc, yc = x[k:k + net_batch], y[k:k + net_batch]; m = len(xc)
-        if m < net_batch: xc, yc = torch.cat([xc, xc.new_zeros(net_batch - m, *xc.shape[1:])]), torch.cat([yc, yc.new_zeros(net_batch - m)])
-        o = guided_pair(unet, xc.to(dt), t, yc, batched, weak) if pair else (guided_output(unet, xc.to(dt), t, yc, w, batched),)
+        xc, yc = x[k:k + net_batch], y[k:k + net_batch]
+        m = len(xc)
+        if m < net_batch: xc, yc = (torch.cat([xc, xc.new_zeros(net_batch - m, *xc.shape[1:])]),
+                                    torch.cat([yc, yc.new_zeros(net_batch - m)]))
+        o = (guided_pair(unet, xc.to(dt), t, yc, batched, weak) if pair
+             else (guided_output(unet, xc.to(dt), t, yc, w, batched),))
         outs.append([v[:m].float() for v in o])
     res = [torch.cat(v) for v in zip(*outs)]
     return tuple(res) if pair else res[0]
@@ -219,13 +241,14 @@ def check_sampling(n:int=1, guidance:float=7.0, seed:int=0, batch_size:int=1, ne
     name = lambda k: '--' + k.replace('_', '-') if flags else k
     if not (isinstance(guidance, (int, float)) and math.isfinite(guidance) and guidance >= 0):
         raise ValueError(f"{name('guidance')} must be a finite number at least 0, got {guidance}")
-    for k, v, lo, hi in (('n', n, 1, MAX_N), ('seed', seed, 0, MAX_SEED - 1), ('batch_size', batch_size, 1, MAX_BATCH), ('net_batch', net_batch, 1, MAX_BATCH)):
+    for k, v, lo, hi in (('n', n, 1, MAX_N), ('seed', seed, 0, MAX_SEED - 1), ('batch_size', batch_size, 1, MAX_BATCH),
+                         ('net_batch', net_batch, 1, MAX_BATCH)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
             raise ValueError(f"{name(k)} must be an integer from {lo} to {hi}, got {v}")
 
 # %% ../nbs/18_sampling.ipynb #6e995d38
 def _guided_step(unet, schedule, x, t, y, w, g:Guidance, state, batched, net_batch, autocast, weak)->tuple:
-    "The network output the scheduler steps with, and the x_t it steps from (CFG++ re-noises it), under guidance method `g`."
+    "The network output the scheduler steps with, and the x_t it steps from (CFG++ re-noises it), under method `g`."
     plain = g.method in ('cfg', 'interval', 'threshold') or (w == 1 and g.method != 'cfg++')
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast and bf16_native(x.device)):
         if plain: return net_output(unet, x, t, y, w, batched, net_batch), x
@@ -233,9 +256,11 @@ def _guided_step(unet, schedule, x, t, y, w, g:Guidance, state, batched, net_bat
     if g.method == 'cfg++': return cfgpp_inputs(schedule, x, u, c, cfgpp_lambda(w, g['k']), t)
     return combine(g, u, c, w, x, t, schedule, state), x
 
-def _denoise(unet, schedule, y, ids, seed, guidance, sampler, steps, eta, clip, batched, net_batch, autocast, traj:bool, progress,
-             g:Guidance=Guidance(), weak=None):
-    "One batch from x_T to x_0 on the U-Net's device; returns x_0 (and, when `traj`, x_t after every step and the x̂_0 predicted at every step)."
+# %% ../nbs/18_sampling.ipynb #b243a1a6
+def _denoise(unet, schedule, y, ids, seed, guidance, sampler, steps, eta, clip, batched, net_batch, autocast, traj:bool,
+             progress, g:Guidance=Guidance(), weak=None):
+    """One batch from x_T to x_0 on the U-Net's device; returns x_0
+    (and, when `traj`, x_t after every step and the x̂_0 predicted at every step)."""
     dev = y.device
     sch = make_scheduler(schedule, sampler, steps, clip, device=dev, threshold=threshold_settings(g))
     gens = image_generators(seed, ids, dev)
@@ -245,8 +270,10 @@ def _denoise(unet, schedule, y, ids, seed, guidance, sampler, steps, eta, clip, 
     kw = dict(eta=eta, use_clipped_model_output=clip or g.method == 'threshold') if sampler == 'ddim' else {}
     state = new_state(g)
     for t in tqdm(sch.timesteps, desc=sampler, leave=False, disable=None if progress is None else not progress):
-        out, x = _guided_step(unet, schedule, sch.scale_model_input(x, t), t, y, step_scale(g, guidance, schedule, t), g, state, batched, net_batch, autocast, weak)
-        if traj: x0s.append((out if schedule.prediction == 'sample' else schedule.pred_x0(x, out, t.reshape(1).expand(len(x)))).cpu())
+        out, x = _guided_step(unet, schedule, sch.scale_model_input(x, t), t, y, step_scale(g, guidance, schedule, t),
+                              g, state, batched, net_batch, autocast, weak)
+        if traj: x0s.append((out if schedule.prediction == 'sample'
+                             else schedule.pred_x0(x, out, t.reshape(1).expand(len(x)))).cpu())
         x = sch.step(out, t, x, generator=gens, **kw).prev_sample
         if traj: xs.append(x.cpu())
     return x.float(), ((torch.stack(xs), torch.stack(x0s)) if traj else None)
@@ -254,7 +281,8 @@ def _denoise(unet, schedule, y, ids, seed, guidance, sampler, steps, eta, clip, 
 # %% ../nbs/18_sampling.ipynb #f9492078
 _WEAK = {}
 def weak_unet(g:Guidance, unet:UNet2DModel, weak=None)->UNet2DModel|None:
-    "Autoguidance's weak U-Net on `unet`'s device (loaded once per path and device), checked against `unet`; None for other methods."
+    """Autoguidance's weak U-Net on `unet`'s device (loaded once per path and device), checked against `unet`;
+    None for other methods."""
     if g.method != 'auto': return None
     dev = next(unet.parameters()).device
     if weak is None:
@@ -263,8 +291,8 @@ def weak_unet(g:Guidance, unet:UNet2DModel, weak=None)->UNet2DModel|None:
         weak = _WEAK[key]
     w = weak.unet if isinstance(weak, DiffusionModel) else weak
     if (w.config.sample_size, w.config.num_class_embeds) != (unet.config.sample_size, unet.config.num_class_embeds):
-        raise ValueError(f"the weak model ({w.config.sample_size} px, {w.config.num_class_embeds} class embeddings) does not match the model "
-                         f"({unet.config.sample_size} px, {unet.config.num_class_embeds})")
+        raise ValueError(f"the weak model ({w.config.sample_size} px, {w.config.num_class_embeds} class embeddings) "
+                         f"does not match the model ({unet.config.sample_size} px, {unet.config.num_class_embeds})")
     return w.to(dev)
 
 # %% ../nbs/18_sampling.ipynb #8d1c3494
@@ -273,17 +301,21 @@ def sample(model:DiffusionModel|UNet2DModel, # a loaded model (or a bare U-Net w
            classes=None, # class index, list of indices, or None for all classes in turn
            n:int|None=None, # number of images (with an int or None `classes`)
            guidance:float=7.0, # classifier-free guidance scale w
-           sampler:str='dpm-sde', steps:int|None=None, # 'ddpm', 'ddim', 'dpm' or 'dpm-sde'; steps default 1000 / 50 / 20 / 20
+           sampler:str='dpm-sde', # 'ddpm', 'ddim', 'dpm' or 'dpm-sde'
+           steps:int|None=None, # sampling steps; default 1000 / 50 / 20 / 20 for those samplers
            eta:float=0.0, seed:int=0, # DDIM stochasticity; with `ids`, seeds each image's own generator
            schedule:NoiseSchedule|None=None, # needed with a bare U-Net
-           batch_size:int=64, net_batch:int=8, # images denoised together (memory; never changes an image); per U-Net call (a fixed shape: `net_output`)
+           batch_size:int=64, # images denoised together (memory; never changes an image)
+           net_batch:int=8, # images per U-Net call (a fixed shape: `net_output`)
            ids=None, # each image's index in the run (default 0, 1, ...): image i's noise comes from (seed, i)
            clip:bool=True, batched_guidance:bool=True, # clip the predicted x_0; one forward for both guidance terms
-           return_trajectory:bool=False, # also return x_t after every step (S+1, N, 1, H, W) and x̂_0 at every step (S, N, 1, H, W)
-           progress:bool|None=False, autocast:bool=False, # progress bar; bf16 autocast for the U-Net where the device has bf16 natively, else fp32 (scheduler maths stays fp32)
-           guidance_method:str|Guidance|None=None, weak=None, # 'cfg' (default) or e.g. 'apg:eta=0' (chapter 17); autoguidance's weak model (default: loaded once)
+           return_trajectory:bool=False, # also return x_t per step (S+1, N, 1, H, W) and x̂_0 per step (S, N, 1, H, W)
+           progress:bool|None=False, # progress bar
+           autocast:bool=False, # bf16 autocast for the U-Net where bf16 is native, else fp32; scheduler maths in fp32
+           guidance_method:str|Guidance|None=None, # 'cfg' (default) or e.g. 'apg:eta=0' (chapter 17)
+           weak=None, # autoguidance's weak model (default: loaded once)
           ):
-    "Slices in [-1, 1], returned on the CPU; image i depends only on (model, seed, i, class, guidance, method, sampler, steps)."
+    "Slices in [-1, 1], on the CPU; image i depends only on (model, seed, i, class, guidance, method, sampler, steps)."
     unet = model.unet if isinstance(model, DiffusionModel) else model
     schedule = model.schedule if isinstance(model, DiffusionModel) else (schedule or NoiseSchedule())
     check_sampling(guidance=guidance, seed=seed, batch_size=batch_size, net_batch=net_batch)
@@ -292,12 +324,14 @@ def sample(model:DiffusionModel|UNet2DModel, # a loaded model (or a bare U-Net w
     y_all = _as_classes(classes, n, null_class(unet)).to(dev)
     ids = torch.arange(len(y_all)) if ids is None else torch.as_tensor(ids).long().flatten().cpu()
     if len(ids) != len(y_all): raise ValueError(f"ids has {len(ids)} entries for {len(y_all)} images")
-    res = [_denoise(unet, schedule, y_all[b:b + batch_size], ids[b:b + batch_size], seed, guidance, sampler, steps, eta, clip,
-                    batched_guidance, net_batch, autocast, return_trajectory, progress, g, weak) for b in range(0, len(y_all), batch_size)]
+    res = [_denoise(unet, schedule, y_all[b:b + batch_size], ids[b:b + batch_size], seed, guidance, sampler, steps,
+                    eta, clip, batched_guidance, net_batch, autocast, return_trajectory, progress, g, weak)
+           for b in range(0, len(y_all), batch_size)]
     imgs = torch.cat([x.clamp(-1, 1).cpu() for x, _ in res])
     if not return_trajectory: return imgs
     return imgs, torch.cat([t[0] for _, t in res], 1), torch.cat([t[1] for _, t in res], 1)
 
+# %% ../nbs/18_sampling.ipynb #a24d2265
 def grid_sampler(model, # the U-Net being trained (its EMA copy)
                  classes:torch.Tensor, # the class of each grid image
                  schedule:NoiseSchedule, # the run's noise schedule
@@ -328,7 +362,7 @@ def compare_samplers(model:DiffusionModel, # the model
 def _grid_png(images:torch.Tensor, ncols:int=4, scale:int=2)->bytes: return to_png(tile(images, ncols), scale=scale)
 
 class _TwoStage:
-    "A grid that answers at once with few steps, then refines in one background thread; `draw(key, steps, ids)` samples."
+    "A grid that answers at once with few steps, then refines in a background thread; `draw(key, steps, ids)` samples."
     def __init__(self, draw, show, n:int, preview_steps:int):
         self.draw, self.show, self.n, self.preview = draw, show, n, preview_steps
         self.cache, self.want, self.busy = {}, None, threading.Lock()
@@ -366,7 +400,7 @@ def sampling_widget(model:DiffusionModel, # the model
                     guidance_method:str='cfg', # initial guidance method (chapter 17), with its default parameters
                     preview_steps:int=4, # a moved control shows this many steps first, then the full grid
                    ):
-    "A widget: guidance slider, steps slider, sampler, class and guidance-method pickers over a grid of samples at fixed seeds."
+    "A widget: guidance and steps sliders; sampler, class, guidance-method pickers; a grid of samples at fixed seeds."
     gw = W.FloatSlider(value=guidance, min=0, max=10, step=0.5, description='guidance', continuous_update=False)
     sw = W.IntSlider(value=steps, min=1, max=max_steps, description='steps', continuous_update=False)
     sp = W.Dropdown(options=list(SAMPLERS), value=sampler, description='sampler')
@@ -396,5 +430,6 @@ def trajectory_widget(traj:torch.Tensor, # (S, N, 1, H, W): x_t or x̂0 steps fr
     s = W.IntSlider(value=0, min=0, max=len(traj) - 1, description='step')
     img = W.Image(format='png')
     def _render(*_): img.value = _grid_png(traj[s.value], ncols=len(traj[s.value]), scale=scale)
-    s.observe(_render, 'value'); _render()
+    s.observe(_render, 'value')
+    _render()
     return W.VBox([s, img])

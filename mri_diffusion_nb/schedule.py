@@ -119,11 +119,17 @@ def _curve_png(abar:torch.Tensor, t:int, title:str='', dpi:int=100)->bytes:
     from matplotlib.figure import Figure
     fig = Figure(figsize=(3.2, 2.4), dpi=dpi)
     ax = fig.add_subplot()
-    ax.plot(abar.numpy(), color='tab:blue'); ax.axvline(t, color='tab:red', lw=1)
+    ax.plot(abar.numpy(), color='tab:blue')
+    ax.axvline(t, color='tab:red', lw=1)
     ax.plot([t], [abar[t].item()], 'o', color='tab:red')
-    ax.set_xlabel('t'); ax.set_ylabel(r'$\bar\alpha_t$'); ax.set_ylim(-0.03, 1.03); ax.set_title(title, fontsize=9)
+    ax.set_xlabel('t')
+    ax.set_ylabel(r'$\bar\alpha_t$')
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO(); fig.savefig(buf, format='png'); return buf.getvalue()
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png')
+    return buf.getvalue()
 
 def timestep_frame(x0:torch.Tensor, # (1, H, W) or (H, W) clean image in [-1, 1]
                    schedule:NoiseSchedule, # the forward process
@@ -158,6 +164,7 @@ def timestep_widget(x0:torch.Tensor, # (1, H, W) or (H, W) clean image in [-1, 1
         img.value = to_png(xt, scale=scale)
         curve.value = _curve_png(s.abar, t, pick.value)
         info.value = f"t = {t}: ᾱ_t = {ab:.4f}, SNR = {snr:.3g} (log SNR = {math.log(snr):.2f})"
-    pick.observe(_render, 'value'); sl.observe(_render, 'value')
+    pick.observe(_render, 'value')
+    sl.observe(_render, 'value')
     _render()
     return W.VBox([pick, sl, W.HBox([img, curve]), info])

@@ -35,31 +35,38 @@ def encode(x, # images in [-1, 1]
 def decode(q:np.ndarray, dtype:str='uint8')->np.ndarray:
     "Codes back to float32 images in [-1, 1]."
     x = np.asarray(q).astype(np.float32)
-    if DTYPES[dtype] is not None: x *= 2/DTYPES[dtype]; x -= 1
+    if DTYPES[dtype] is not None:
+        x *= 2/DTYPES[dtype]
+        x -= 1
     return x
 
 # %% ../nbs/11_store.ipynb #7b2ec383
 _KEY_SETTINGS = ('res', 'axis', 'fov_mm', 'slice_mm', 'min_brain', 'pct', 'label', 'n_classes', 'tumour_mm2', 'dtype')
 
 def job_key(job:dict, settings:dict)->str:
-    "Content key of one volume's shard: its files (path, size, mtime), its class, and every setting that changes its slices."
-    st = lambda p: None if p is None else [str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns] if os.path.exists(p) else [str(p)]
-    blob = [st(job['image']), st(job.get('seg')), job.get('cls'), job['subject'], job.get('problem'), {k: settings.get(k) for k in _KEY_SETTINGS}]
+    "Content key of a volume's shard: its files (path, size, mtime), its class, every setting that changes its slices."
+    st = lambda p: (None if p is None else [str(p), os.stat(p).st_size, os.stat(p).st_mtime_ns] if os.path.exists(p)
+                    else [str(p)])
+    blob = [st(job['image']), st(job.get('seg')), job.get('cls'), job['subject'], job.get('problem'),
+            {k: settings.get(k) for k in _KEY_SETTINGS}]
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:20]
 
+# %% ../nbs/11_store.ipynb #b6a1e382
 def build_volume(job:dict, # a job with its `key`
                  settings:dict, # build settings (chapter 10's `folder_settings` plus `dtype`)
                  shards, # the store's `shards` folder
                 )->dict:
-    "Slice one volume and write `KEY.npy` then `KEY.json` (the mark of completion), each atomically; returns the record."
-    shards = Path(shards); key = job['key']
+    "Slice one volume, write `KEY.npy` then `KEY.json` (the mark of completion), each atomically; return the record."
+    shards = Path(shards)
+    key = job['key']
     try: r = slice_job(job, settings)
     except DataError as e: return dict(key=key, error=[e.path, e.problem])
     q = encode(r['x'][:, 0].numpy(), settings['dtype'])
     with atomic_path(shards/f'{key}.npy') as tmp:
         with open(tmp, 'wb') as f: np.save(f, q, allow_pickle=False)
-    rec = dict(key=key, subject=job['subject'], image=str(job['image']), seg=job.get('seg'), n=len(q), labels=r['labels'].tolist(),
-               slice_index=r['slice_index'].tolist(), level=[round(float(v), 5) for v in r['level']],
+    rec = dict(key=key, subject=job['subject'], image=str(job['image']), seg=job.get('seg'), n=len(q),
+               labels=r['labels'].tolist(), slice_index=r['slice_index'].tolist(),
+               level=[round(float(v), 5) for v in r['level']],
                tumour_mm2=None if r['tumour_mm2'] is None else [round(float(a), 1) for a in r['tumour_mm2']])
     with atomic_path(shards/f'{key}.json') as tmp: tmp.write_text(json.dumps(rec))
     return rec
@@ -95,7 +102,8 @@ def _check_out(out:Path):
         if not out.is_file(): raise FileError(out, 'is a special file (device, FIFO or socket); --out needs a folder')
         raise FileError(out, 'is a file, --out needs a folder (or a .safetensors file)')
     if out.is_dir() and not (out/'index.json').exists() and not (out/'shards').exists() and \
-       any(not p.name.startswith('.') for p in out.iterdir()): raise FileError(out, 'folder is not empty and not a slice store')
+       any(not p.name.startswith('.') for p in out.iterdir()):
+        raise FileError(out, 'folder is not empty and not a slice store')
 
 def build_store(jobs:list, # from `plan_folder` or `plan_source`
                 out, # the store folder
@@ -106,7 +114,9 @@ def build_store(jobs:list, # from `plan_folder` or `plan_source`
                 on_error:str='raise', # 'raise' or 'skip' bad volumes
                )->Path:
     "Write `jobs` as a store in `out`: shards in parallel, finished volumes reused, `index.json` last."
-    out = Path(out); _check_out(out); fresh = not out.exists()
+    out = Path(out)
+    _check_out(out)
+    fresh = not out.exists()
     try:
         with output_lock(out, command='mri-diffusion data'):
             _build(jobs, out, settings, class_names, workers, progress, on_error)
@@ -119,15 +129,19 @@ def build_store(jobs:list, # from `plan_folder` or `plan_source`
 def _build(jobs, out, settings, class_names, workers, progress, on_error):
     "The body of `build_store`, under the lock."
     clean_temps(out, recursive=True)
-    shards = out/'shards'; shards.mkdir(exist_ok=True)
+    shards = out/'shards'
+    shards.mkdir(exist_ok=True)
     jobs = [dict(j, key=job_key(j, settings)) for j in jobs]
     recs = {j['key']: r for j in jobs if (r := _done(shards, j['key']))}
     skipped = []
-    bar = tqdm(total=len(jobs), initial=len(recs), desc='volumes', unit='vol', disable=None if progress is None else not progress)
+    bar = tqdm(total=len(jobs), initial=len(recs), desc='volumes', unit='vol',
+               disable=None if progress is None else not progress)
     for r in _run([j for j in jobs if j['key'] not in recs], settings, shards, workers):
         bar.update()
         if 'error' in r:
-            if on_error == 'raise': bar.close(); raise DataError(*r['error'])
+            if on_error == 'raise':
+                bar.close()
+                raise DataError(*r['error'])
             skipped.append(r['error'])
         else: recs[r['key']] = r
     bar.close()
@@ -135,8 +149,9 @@ def _build(jobs, out, settings, class_names, workers, progress, on_error):
     if not order: raise DataError(settings['source'], f'no usable volume ({len(skipped)} skipped)')
     vols = [dict(r, split=s) for r, s in zip(order, _split(order, settings))]
     skipped.sort()
-    index = dict(format=STORE_FORMAT, settings=dict(settings, skipped=skipped), class_names=list(class_names), volumes=vols,
-                 storage=dict(dtype=settings['dtype'], decode='x = q*2/max - 1' if DTYPES[settings['dtype']] else 'x = q'))
+    index = dict(format=STORE_FORMAT, settings=dict(settings, skipped=skipped), class_names=list(class_names),
+                 volumes=vols, storage=dict(dtype=settings['dtype'],
+                                            decode='x = q*2/max - 1' if DTYPES[settings['dtype']] else 'x = q'))
     with atomic_path(out/'index.json') as tmp: tmp.write_text(json.dumps(index))
     keep = {r['key'] for r in order}
     for p in shards.iterdir():  # shards of older builds, now unreferenced
@@ -145,7 +160,8 @@ def _build(jobs, out, settings, class_names, workers, progress, on_error):
 # %% ../nbs/11_store.ipynb #fbd6fc5d
 class ShardImages:
     "Lazy `(N, 1, res, res)` float32 images read from memory-mapped shards; indexing returns tensors."
-    def __init__(self, folder, keys:list, counts:list, res:int, dtype:str='uint8', pos:np.ndarray|None=None, max_open:int=1024):
+    def __init__(self, folder, keys:list, counts:list, res:int, dtype:str='uint8', pos:np.ndarray|None=None,
+                 max_open:int=1024):
         self.folder, self.keys, self.res, self.dtype, self.max_open = Path(folder), list(keys), res, dtype, max_open
         self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.pos, self._maps = pos, OrderedDict()  # pos: positions in the whole store of this view (None: all)
@@ -160,10 +176,13 @@ class ShardImages:
     def _map(self, k:int)->np.ndarray:
         m = self._maps.pop(k, None)
         if m is None:
-            f = self.folder/'shards'/f'{self.keys[k]}.npy'; want = (int(self.starts[k + 1] - self.starts[k]), self.res, self.res)
+            f = self.folder/'shards'/f'{self.keys[k]}.npy'
+            want = (int(self.starts[k + 1] - self.starts[k]), self.res, self.res)
             try: m = np.load(f, mmap_mode='r', allow_pickle=False)
-            except (OSError, ValueError) as e: raise DataError(f, f'unreadable shard ({error_text(e)}); run the same mri-diffusion data command again') from None
-            if m.shape != want: raise DataError(f, f'shard holds {m.shape}, the index says {want}; run the same mri-diffusion data command again')
+            except (OSError, ValueError) as e: raise DataError(f, f'unreadable shard ({error_text(e)}); run the same '
+                                                               'mri-diffusion data command again') from None
+            if m.shape != want: raise DataError(f, f'shard holds {m.shape}, the index says {want}; '
+                                                'run the same mri-diffusion data command again')
             while len(self._maps) >= self.max_open: self._maps.popitem(last=False)
         self._maps[k] = m
         return m
@@ -197,9 +216,11 @@ ShardImages.__getitem__ = _read
 
 # %% ../nbs/11_store.ipynb #d8ab4474
 class StoreData:
-    "A slice store opened for reading: `SliceData`'s interface with lazy `.images`; `subset`, `train`, `val` are index views."
+    "An opened slice store: `SliceData`'s interface with lazy `.images`; `subset`, `train`, `val` are index views."
     def __init__(self, folder, _index:dict|None=None, _pos:np.ndarray|None=None):
-        self.folder = Path(folder); ix = _index or read_index(folder); self._index = ix
+        self.folder = Path(folder)
+        ix = _index or read_index(folder)
+        self._index = ix
         vols = ix['volumes']
         self.class_names, self.settings = list(ix['class_names']), ix['settings']
         self._all = ix['_arrays'] if '_arrays' in ix else ix.setdefault('_arrays', _arrays(vols))
@@ -229,21 +250,25 @@ class StoreData:
 # %% ../nbs/11_store.ipynb #88801900
 def _arrays(vols:list)->dict:
     "Per-slice arrays of a store's index (labels, subject, split, slice index, level)."
-    names = sorted({v['subject'] for v in vols}); at = {s: i for i, s in enumerate(names)}
+    names = sorted({v['subject'] for v in vols})
+    at = {s: i for i, s in enumerate(names)}
     cat = lambda k, dt: np.concatenate([np.asarray(v[k], dt) for v in vols]) if vols else np.zeros(0, dt)
-    val = np.concatenate([np.asarray(v['split']) == 'val' if isinstance(v['split'], list) else np.full(v['n'], v['split'] == 'val')
-                          for v in vols])
-    return dict(labels=cat('labels', np.int64), slice_index=cat('slice_index', np.int64), level=cat('level', np.float32), val=val,
+    val = np.concatenate([np.asarray(v['split']) == 'val' if isinstance(v['split'], list)
+                          else np.full(v['n'], v['split'] == 'val') for v in vols])
+    return dict(labels=cat('labels', np.int64), slice_index=cat('slice_index', np.int64),
+                level=cat('level', np.float32), val=val,
                 subject=np.concatenate([np.full(v['n'], at[v['subject']]) for v in vols]), subject_names=names)
 
 def _counts(self)->dict:
     "Slices per class and split."
-    val = self._all['val'][self._pos]; lab = self.labels.numpy()
+    val = self._all['val'][self._pos]
+    lab = self.labels.numpy()
     t, v = (np.bincount(lab[m], minlength=self.n_classes) for m in (~val, val))
     return {n: {'train': int(t[c]), 'val': int(v[c])} for c, n in enumerate(self.class_names)}
 
 def _repr(self):
-    return (f"StoreData({len(self)} slices of {self.res}x{self.res}, {self.n_classes} classes, {len(set(self.subjects))} subjects, "
+    return (f"StoreData({len(self)} slices of {self.res}x{self.res}, {self.n_classes} classes, "
+            f"{len(set(self.subjects))} subjects, "
             f"{self.split.count('train')} train / {self.split.count('val')} val, {self.folder})")
 
 StoreData.counts, StoreData.__repr__ = _counts, _repr
@@ -251,46 +276,58 @@ StoreData.counts, StoreData.__repr__ = _counts, _repr
 # %% ../nbs/11_store.ipynb #b1f64d67
 def read_index(folder)->dict:
     "Read and check a store's `index.json`: its format, its fields, and that every shard it lists is there."
-    folder = Path(folder); f = folder/'index.json'
+    folder = Path(folder)
+    f = folder/'index.json'
     if not f.is_file(): raise DataError(folder, 'not a slice store (no index.json); make one with mri-diffusion data')
     try: ix = json.loads(f.read_text())
     except (OSError, ValueError) as e: raise DataError(f, f'unreadable store index ({error_text(e)})') from None
-    if not isinstance(ix, dict) or ix.get('format') != STORE_FORMAT: raise DataError(f, f"not a store index of format {STORE_FORMAT}")
+    if not isinstance(ix, dict) or ix.get('format') != STORE_FORMAT:
+        raise DataError(f, f"not a store index of format {STORE_FORMAT}")
     try:
         miss = [k for k in ('settings', 'class_names', 'volumes', 'storage') if k not in ix]
         if miss: raise KeyError(', '.join(miss))
-        if ix['storage']['dtype'] not in DTYPES or not 8 <= int(ix['settings']['res']) <= 4096: raise ValueError('bad dtype or res')
+        if ix['storage']['dtype'] not in DTYPES or not 8 <= int(ix['settings']['res']) <= 4096:
+            raise ValueError('bad dtype or res')
         ix['_arrays'] = _arrays(ix['volumes'])
-        if len(ix['_arrays']['labels']) != sum(v['n'] for v in ix['volumes']): raise ValueError('labels and slice counts disagree')
+        if len(ix['_arrays']['labels']) != sum(v['n'] for v in ix['volumes']):
+            raise ValueError('labels and slice counts disagree')
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise DataError(f, f'damaged store index (missing or bad {error_text(e)}); run the same mri-diffusion data command again') from None
+        raise DataError(f, f'damaged store index (missing or bad {error_text(e)}); '
+                           'run the same mri-diffusion data command again') from None
     for v in ix['volumes']:
         if not (folder/'shards'/f"{v['key']}.npy").is_file():
-            raise DataError(folder/'shards'/f"{v['key']}.npy", 'shard missing; run the same mri-diffusion data command again')
+            raise DataError(folder/'shards'/f"{v['key']}.npy",
+                            'shard missing; run the same mri-diffusion data command again')
     return ix
 
 # %% ../nbs/11_store.ipynb #a727c445
 def plan_source(source:str='mni152', # 'mni152', a volume file, or a folder
-                res:int=64, axis:str='axial', fov_mm:float=240., slice_mm:float=1., min_brain:float=0.15, pct:tuple=(0.5, 99.5),
-                n_classes:int=4, val_every:int=5, val_frac:float=0.2, seed:int=0, dtype:str='uint8',
-                labels_csv=None, label_column:str='class', subject_column:str='subject', bins:list|None=None,
-                pattern:str='**/*', exclude:list=(), modality:str|None=None, label:str='auto', tumour_mm2:float=100.,
+                res:int=64, axis:str='axial', fov_mm:float=240., slice_mm:float=1., min_brain:float=0.15,
+                pct:tuple=(0.5, 99.5), n_classes:int=4, val_every:int=5, val_frac:float=0.2, seed:int=0,
+                dtype:str='uint8', labels_csv=None, label_column:str='class', subject_column:str='subject',
+                bins:list|None=None, pattern:str='**/*', exclude:list=(), modality:str|None=None, label:str='auto',
+                tumour_mm2:float=100.,
                )->tuple:
     "Jobs, class names and settings for a source."
     if dtype not in DTYPES: raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
     if str(source) != 'mni152' and not Path(source).is_dir():
-        if labels_csv or modality: raise ValueError('--labels and --modality need a folder of subjects, not a single file')
+        if labels_csv or modality:
+            raise ValueError('--labels and --modality need a folder of subjects, not a single file')
         if not Path(source).exists(): raise DataError(source, 'file not found')
     if str(source) == 'mni152' or not Path(source).is_dir():
         if val_every < 2: raise ValueError(f"val_every must be at least 2, got {val_every}")
         f = mni152_path() if str(source) == 'mni152' else Path(source)
-        s = dict(source=str(source), **({'file': f.name} if str(source) == 'mni152' else {}), **slice_settings(res, axis, fov_mm, slice_mm, min_brain, pct),
+        s = dict(source=str(source), **({'file': f.name} if str(source) == 'mni152' else {}),
+                 **slice_settings(res, axis, fov_mm, slice_mm, min_brain, pct),
                  label='level', n_classes=n_classes, val_every=val_every, split='slices', dtype=dtype)
-        return [dict(subject='mni152' if str(source) == 'mni152' else _stem(f.name), image=str(f), seg=None, cls=None, problem=None)], level_names(n_classes, axis), s
-    jobs, names, label = plan_folder(source, labels_csv, label_column, subject_column, bins, pattern, exclude, modality, label, n_classes, axis)
-    s = folder_settings(source, res, axis, fov_mm, slice_mm, min_brain, pct, label, len(names), tumour_mm2, val_frac, seed,
-                        labels_csv=str(labels_csv) if labels_csv else None, label_column=label_column, bins=bins, pattern=pattern,
-                        exclude=list(exclude), modality=modality, files=len(jobs), split='subjects', dtype=dtype)
+        return [dict(subject='mni152' if str(source) == 'mni152' else _stem(f.name), image=str(f), seg=None, cls=None,
+                     problem=None)], level_names(n_classes, axis), s
+    jobs, names, label = plan_folder(source, labels_csv, label_column, subject_column, bins, pattern, exclude, modality,
+                                     label, n_classes, axis)
+    s = folder_settings(source, res, axis, fov_mm, slice_mm, min_brain, pct, label, len(names), tumour_mm2, val_frac,
+                        seed, labels_csv=str(labels_csv) if labels_csv else None, label_column=label_column, bins=bins,
+                        pattern=pattern, exclude=list(exclude), modality=modality, files=len(jobs), split='subjects',
+                        dtype=dtype)
     return jobs, names, s
 
 # %% ../nbs/11_store.ipynb #b6ed7aec
@@ -315,7 +352,7 @@ def mni152_store(res:int=64, progress:bool|None=None, **kw)->Path:
 def open_data(source='mni152', # 'mni152', a store folder, or a `.safetensors` cache of the first release
               res:int|None=None, # required image size (None: whatever the source holds; 64 for mni152)
              ):
-    "Open slices for training or evaluation: a `StoreData` (lazy images) or, for an old single-file cache, a `SliceData`."
+    "Open slices to train or evaluate on: a `StoreData` (lazy images) or, for an old single-file cache, a `SliceData`."
     if str(source) == 'mni152': return StoreData(mni152_store(res or 64))
     p = Path(source)
     if p.is_dir(): d = StoreData(p)
@@ -326,7 +363,7 @@ def open_data(source='mni152', # 'mni152', a store folder, or a `.safetensors` c
 
 # %% ../nbs/11_store.ipynb #db07d3d7
 class SliceDataset(torch.utils.data.Dataset):
-    "`(image (1, res, res) float32, label)` pairs from a store or an in-memory `SliceData`; picklable for DataLoader workers."
+    "`(image (1, res, res) float32, label)` pairs from a store or a `SliceData`; picklable for DataLoader workers."
     def __init__(self, data): self.data = data
     def __len__(self): return len(self.data)
     def __getitem__(self, i:int): return self.data.images[i], int(self.data.labels[i])

@@ -20,18 +20,46 @@ from diffusers.optimization import get_scheduler
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .data import augment, load_cache, mni152_slices, tile, to_png
-from .files import FileError, atomic_dir, atomic_path, check_writable, clean_temps, error_text, output_lock
+from .files import (FileError, atomic_dir, atomic_path, check_writable, clean_temps, error_text,
+                                    output_lock)
 from .runtime import as_device
 from .unet import bf16_native, build_unet, get_preset, null_class
 from .schedule import NoiseSchedule
 
 # %% auto #0
-__all__ = ['TRAIN_PRESETS', 'LIMITS', 'ON_RESUME', 'ConfigError', 'TrainConfig', 'read_config', 'train_config', 'check_config',
-           'load_training_data', 'data_geometry', 'train_indices', 'step_seed', 'step_generator', 'seed_step',
-           'batch_indices', 'batch_draws', 'StepBatches', 'StepSampler', 'step_loader', 'drop_labels', 'diffusion_loss',
+__all__ = ['TRAIN_PRESETS', 'LIMITS', 'ON_RESUME', 'drop_labels', 'diffusion_loss', 'ConfigError', 'TrainConfig', 'read_config',
+           'train_config', 'check_config', 'load_training_data', 'data_geometry', 'train_indices', 'step_seed',
+           'step_generator', 'seed_step', 'batch_indices', 'batch_draws', 'StepBatches', 'StepSampler', 'step_loader',
            'ema_decay', 'ema_update_', 'TrainingError', 'CheckpointError', 'checkpoints', 'latest_checkpoint',
            'save_checkpoint', 'load_state', 'load_checkpoint', 'resume_checkpoint', 'run_config', 'resume_config',
            'Trainer', 'weights_hash', 'train_device', 'train', 'read_metrics', 'plot_loss']
+
+# %% ../nbs/16_training.ipynb #af23d7f6
+def drop_labels(y:torch.Tensor, # class labels (B,)
+                drop:torch.Tensor, # (B,) bool, True where the label is dropped (`batch_draws`: probability p_uncond)
+                null:int, # the null class index
+               )->torch.Tensor:
+    "Classifier-free guidance's label dropout: the labels where `drop` is True become the null class ∅."
+    return torch.where(drop.to(y.device), torch.full_like(y, null), y)
+
+def diffusion_loss(model:torch.nn.Module, # the U-Net
+                   sched:NoiseSchedule, # noise schedule and prediction type
+                   x0:torch.Tensor, # clean slices (B, 1, H, W)
+                   y:torch.Tensor, # labels after dropout
+                   t:torch.Tensor, # timesteps (B,)
+                   eps:torch.Tensor, # noise ε, shaped like x0
+                   weighting:str='none', # 'none' or 'min_snr'
+                   gamma:float=5., # min-SNR clip
+                  )->torch.Tensor:
+    "The DDPM training loss: MSE between the network's output on x_t and the ε (or v) target."
+    t, eps = t.to(x0.device), eps.to(x0)
+    xt = sched.q_sample(x0, t, eps)
+    out = model(xt, t, class_labels=y).sample
+    err = ((out.float() - sched.target(x0, eps, t).float())**2).mean(dim=(1, 2, 3))
+    if weighting == 'min_snr':
+        snr = sched.snr(t).to(err)
+        err = err*torch.clamp(snr, max=gamma)/(snr + 1 if sched.prediction == 'v_prediction' else snr)
+    return err.mean()
 
 # %% ../nbs/16_training.ipynb #213db5dc
 class ConfigError(ValueError):
@@ -46,7 +74,7 @@ class _TrainSetup:
     out: str = 'runs/tiny'          # run directory
     steps: int = 300                # optimizer steps in total
     batch_size: int = 32            # images per process per micro-step
-    grad_accum: int = 1             # micro-steps per optimizer step (effective batch: batch_size x processes x grad_accum)
+    grad_accum: int = 1             # micro-steps per optimizer step (effective batch: batch_size x processes x this)
     grad_checkpointing: bool = False # recompute activations in the backward pass: less memory, about 30 % more compute
     lr: float = 2e-4                # peak learning rate (AdamW) at this effective batch
     lr_schedule: str = 'cosine'     # 'constant', 'linear' or 'cosine' after warm-up (diffusers.optimization)
@@ -94,81 +122,102 @@ def read_config(path)->TrainConfig:
     try: return TrainConfig.from_json(path.read_text())
     except FileNotFoundError: raise ConfigError(f"{path}: missing") from None
     except (OSError, UnicodeDecodeError, ValueError, TypeError) as e:
-        raise ConfigError(f"{path}: not a training configuration ({str(e).splitlines()[0][:80] or type(e).__name__}); restore it or delete it") from None
+        raise ConfigError(f"{path}: not a training configuration ({str(e).splitlines()[0][:80] or type(e).__name__}); "
+                          "restore it or delete it") from None
 
 # %% ../nbs/16_training.ipynb #e2abb01b
 TRAIN_PRESETS = {
-    'tiny':  dict(steps=300, batch_size=32, lr=1e-3, warmup=20, ema_decay=0.99, ckpt_every=100, mixed_precision='no', sample_every=300),
+    'tiny':  dict(steps=300, batch_size=32, lr=1e-3, warmup=20, ema_decay=0.99, ckpt_every=100, mixed_precision='no',
+                  sample_every=300),
     'demo':  dict(steps=20_000, batch_size=16, lr=3e-4, warmup=500, ema_decay=0.999, ckpt_every=250, log_every=25,
                   sample_every=2000, mixed_precision='bf16', p_uncond=0.2, augment=True, loss_weighting='min_snr'),
-    'paper': dict(steps=100_000, batch_size=get_preset('paper').batch_size, grad_accum=4, lr=1e-4, warmup=1000, ema_decay=0.9999,
-                  ema_power=0.8, ckpt_every=2000, log_every=50, sample_every=5000, mixed_precision='bf16', p_uncond=0.1,
-                  schedule='linear', n_timesteps=1000, channels_last=True),
-    'weak':  dict(steps=1_500, batch_size=16, lr=1e-3, warmup=100, ema_decay=0.99, ckpt_every=250, log_every=25,  # autoguidance (04b):
-                  sample_every=0, mixed_precision='bf16', p_uncond=0.2, augment=True, loss_weighting='min_snr'), # smaller, shorter than demo
+    'paper': dict(steps=100_000, batch_size=get_preset('paper').batch_size, grad_accum=4, lr=1e-4, warmup=1000,
+                  ema_decay=0.9999, ema_power=0.8, ckpt_every=2000, log_every=50, sample_every=5000,
+                  mixed_precision='bf16', p_uncond=0.1, schedule='linear', n_timesteps=1000, channels_last=True),
+    # autoguidance (04b): smaller, shorter than demo
+    'weak':  dict(steps=1_500, batch_size=16, lr=1e-3, warmup=100, ema_decay=0.99, ckpt_every=250, log_every=25,
+                  sample_every=0, mixed_precision='bf16', p_uncond=0.2, augment=True, loss_weighting='min_snr'),
 }
 
 def train_config(preset:str='tiny', # 'tiny', 'demo', 'paper' or 'weak'
                  **overrides, # any `TrainConfig` field
                 )->TrainConfig:
     "A `TrainConfig` from a preset, with overrides."
-    if preset not in TRAIN_PRESETS: raise ConfigError(f"unknown preset {preset!r} (choose from {', '.join(TRAIN_PRESETS)})")
+    if preset not in TRAIN_PRESETS:
+        raise ConfigError(f"unknown preset {preset!r} (choose from {', '.join(TRAIN_PRESETS)})")
     bad = set(overrides) - {f.name for f in fields(TrainConfig)}
     if bad: raise ConfigError(f"unknown setting(s) {sorted(bad)}")
     return TrainConfig(preset=preset, **{**TRAIN_PRESETS[preset], **overrides})
 
 # %% ../nbs/16_training.ipynb #8bae0c6e
-LIMITS = dict(steps=10**9, batch_size=4096, grad_accum=1024, ckpt_every=10**9, log_every=10**9, n_timesteps=100_000, keep_checkpoints=1000)
+LIMITS = dict(steps=10**9, batch_size=4096, grad_accum=1024, ckpt_every=10**9, log_every=10**9, n_timesteps=100_000,
+              keep_checkpoints=1000)
 
+# %% ../nbs/16_training.ipynb #5db6ee50
 def check_config(cfg:TrainConfig, data=None)->None:
     "Raise `ConfigError` for a configuration that cannot run (with `data`: also for data it cannot train on)."
-    if cfg.preset not in TRAIN_PRESETS: raise ConfigError(f"unknown preset {cfg.preset!r} (choose from {', '.join(TRAIN_PRESETS)})")
+    if cfg.preset not in TRAIN_PRESETS:
+        raise ConfigError(f"unknown preset {cfg.preset!r} (choose from {', '.join(TRAIN_PRESETS)})")
     for k, hi in LIMITS.items():
-        if not 1 <= getattr(cfg, k) <= hi: raise ConfigError(f"{k} must be between 1 and {hi:,}, got {getattr(cfg, k):,}")
+        if not 1 <= getattr(cfg, k) <= hi:
+            raise ConfigError(f"{k} must be between 1 and {hi:,}, got {getattr(cfg, k):,}")
     for k in ('sample_every', 'warmup'):
-        if not 0 <= getattr(cfg, k) <= 10**9: raise ConfigError(f"{k} must be between 0 and 1,000,000,000, got {getattr(cfg, k)}")
+        if not 0 <= getattr(cfg, k) <= 10**9:
+            raise ConfigError(f"{k} must be between 0 and 1,000,000,000, got {getattr(cfg, k)}")
     if not 0 <= cfg.seed < 2**40: raise ConfigError(f"seed must be between 0 and 2**40, got {cfg.seed}")
-    if not (cfg.workers is None or 0 <= cfg.workers <= 64): raise ConfigError(f"workers must be between 0 and 64, got {cfg.workers}")
+    if not (cfg.workers is None or 0 <= cfg.workers <= 64):
+        raise ConfigError(f"workers must be between 0 and 64, got {cfg.workers}")
     if not 0 <= cfg.p_uncond < 1: raise ConfigError(f"p_uncond must be in [0, 1), got {cfg.p_uncond}")
-    if not (cfg.dropout is None or 0 <= cfg.dropout < 1): raise ConfigError(f"dropout must be in [0, 1), got {cfg.dropout}")
+    if not (cfg.dropout is None or 0 <= cfg.dropout < 1):
+        raise ConfigError(f"dropout must be in [0, 1), got {cfg.dropout}")
     if not 0 <= cfg.ema_decay < 1: raise ConfigError(f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
-    if not (0 < cfg.lr < 1e3 and math.isfinite(cfg.lr)): raise ConfigError(f"lr must be a positive number, got {cfg.lr}")
+    if not (0 < cfg.lr < 1e3 and math.isfinite(cfg.lr)):
+        raise ConfigError(f"lr must be a positive number, got {cfg.lr}")
     if not 0 <= cfg.grad_clip < math.inf: raise ConfigError(f"grad_clip must be 0 or positive, got {cfg.grad_clip}")
     choices = dict(mixed_precision=('no', 'fp16', 'bf16'), prediction=('epsilon', 'v_prediction'),
                    loss_weighting=('none', 'min_snr'), lr_schedule=('constant', 'linear', 'cosine'))
     for k, ok in choices.items():
         if getattr(cfg, k) not in ok: raise ConfigError(f"{k} must be {', '.join(ok)}; got {getattr(cfg, k)!r}")
-    if cfg.mixed_precision == 'fp16' and not torch.cuda.is_available(): raise ConfigError('fp16 needs a GPU; use bf16 or no on a CPU')
+    if cfg.mixed_precision == 'fp16' and not torch.cuda.is_available():
+        raise ConfigError('fp16 needs a GPU; use bf16 or no on a CPU')
     if data is not None: _check_data(cfg, data)
 
 # %% ../nbs/16_training.ipynb #c51fefe4
 def _check_data(cfg:TrainConfig, data):
     res = get_preset(cfg.preset).res
-    if data.res != res: raise ConfigError(f"{cfg.data}: slices are {data.res} px but preset {cfg.preset!r} needs {res} px (remake it with --res {res})")
+    if data.res != res:
+        raise ConfigError(f"{cfg.data}: slices are {data.res} px but preset {cfg.preset!r} needs {res} px "
+                          f"(remake it with --res {res})")
     if 'train' not in data.split: raise ConfigError(f"{cfg.data}: no training slices")
     lo, hi = int(data.labels.min()), int(data.labels.max())
     if lo < 0 or hi >= data.n_classes:
-        raise ConfigError(f"{cfg.data}: label {hi if hi >= data.n_classes else lo} is outside 0..{data.n_classes - 1} ({data.n_classes} classes: {', '.join(map(str, data.class_names))})")
+        raise ConfigError(f"{cfg.data}: label {hi if hi >= data.n_classes else lo} is outside 0..{data.n_classes - 1} "
+                          f"({data.n_classes} classes: {', '.join(map(str, data.class_names))})")
     if cfg.class_names and list(cfg.class_names) != list(data.class_names):
         raise ConfigError(f"{cfg.data}: classes {list(data.class_names)} differ from the run's {list(cfg.class_names)}")
 
 # %% ../nbs/16_training.ipynb #98f159cc
 def load_training_data(cfg:TrainConfig):
-    "The slices a run trains on, at the preset's size: through the data store where it exists, else the built-in template or a cache file."
+    """The slices a run trains on, at the preset's size: through the data store where it exists,
+    else the built-in template or a cache file."""
     res = get_preset(cfg.preset).res
     if cfg.data != 'mni152' and not Path(cfg.data).exists():
         raise ConfigError(f"{cfg.data}: data file not found (make one with mri-diffusion data)")
-    try: from mri_diffusion_nb.store import open_data  # the data store (a later chapter): imported only when a run starts
+    # the data store (a later chapter): imported only when a run starts
+    try: from mri_diffusion_nb.store import open_data
     except ImportError: open_data = None
-    if open_data is not None: return open_data(cfg.data, res if cfg.data == 'mni152' else None)  # a wrong size: `check_config` says how to fix it
+    # a wrong size: `check_config` says how to fix it
+    if open_data is not None: return open_data(cfg.data, res if cfg.data == 'mni152' else None)
     return mni152_slices(res=res) if cfg.data == 'mni152' else load_cache(Path(cfg.data))
 
 def data_geometry(data)->dict:
-    "The data's settings that say what a pixel is (pixel_mm, slice_mm, fov_mm, axis, ...), JSON values only, for the run's config."
+    "The data's settings saying what a pixel is (pixel_mm, slice_mm, fov_mm, axis, ...), as JSON, for the run's config."
     out = {}
     for k, v in dict(getattr(data, 'settings', None) or {}).items():
         if k == 'skipped' or (isinstance(v, (list, tuple, dict)) and len(v) > 16): continue
-        try: json.dumps(v); out[k] = v
+        try:
+            json.dumps(v)
+            out[k] = v
         except (TypeError, ValueError): pass
     return out
 
@@ -187,7 +236,7 @@ def step_generator(seed:int, step:int, rank:int=0, micro:int=0, device='cpu', st
     return torch.Generator(device).manual_seed(step_seed(seed, step, rank, micro, stream))
 
 def seed_step(seed:int, step:int, rank:int=0, micro:int=0):
-    "Seed torch's global generators (CPU and every GPU) for one micro-step: the U-Net's dropout masks become a function of it."
+    "Seed torch's global RNGs (CPU, every GPU) for one micro-step: the U-Net's dropout masks become a function of it."
     torch.manual_seed(step_seed(seed, step, rank, micro, 'dropout'))
 
 # %% ../nbs/16_training.ipynb #092139f4
@@ -237,7 +286,8 @@ class StepBatches(Dataset):
 
 class StepSampler(Sampler):
     "The keys (step, micro) from step `start` up to `end`, in order."
-    def __init__(self, start:int, end:int, grad_accum:int=1): self.start, self.end, self.grad_accum = start, end, grad_accum
+    def __init__(self, start:int, end:int, grad_accum:int=1):
+        self.start, self.end, self.grad_accum = start, end, grad_accum
     def __iter__(self): return ((s, m) for s in range(self.start, self.end) for m in range(self.grad_accum))
     def __len__(self): return max(0, self.end - self.start)*self.grad_accum
 
@@ -245,33 +295,6 @@ def step_loader(ds:StepBatches, start:int, end:int, workers:int=0, pin:bool=Fals
     "A `DataLoader` over `ds` from step `start` to `end` (no collation: each item is already a batch)."
     return DataLoader(ds, sampler=StepSampler(start, end, ds.grad_accum), batch_size=None, num_workers=workers,
                       pin_memory=pin, prefetch_factor=4 if workers else None, persistent_workers=False)
-
-# %% ../nbs/16_training.ipynb #af23d7f6
-def drop_labels(y:torch.Tensor, # class labels (B,)
-                drop:torch.Tensor, # (B,) bool, True where the label is dropped (`batch_draws`: probability p_uncond)
-                null:int, # the null class index
-               )->torch.Tensor:
-    "Classifier-free guidance's label dropout: the labels where `drop` is True become the null class ∅."
-    return torch.where(drop.to(y.device), torch.full_like(y, null), y)
-
-def diffusion_loss(model:torch.nn.Module, # the U-Net
-                   sched:NoiseSchedule, # noise schedule and prediction type
-                   x0:torch.Tensor, # clean slices (B, 1, H, W)
-                   y:torch.Tensor, # labels after dropout
-                   t:torch.Tensor, # timesteps (B,)
-                   eps:torch.Tensor, # noise ε, shaped like x0
-                   weighting:str='none', # 'none' or 'min_snr'
-                   gamma:float=5., # min-SNR clip
-                  )->torch.Tensor:
-    "The DDPM training loss: MSE between the network's output on x_t and the ε (or v) target."
-    t, eps = t.to(x0.device), eps.to(x0)
-    xt = sched.q_sample(x0, t, eps)
-    out = model(xt, t, class_labels=y).sample
-    err = ((out.float() - sched.target(x0, eps, t).float())**2).mean(dim=(1, 2, 3))
-    if weighting == 'min_snr':
-        snr = sched.snr(t).to(err)
-        err = err*torch.clamp(snr, max=gamma)/(snr + 1 if sched.prediction == 'v_prediction' else snr)
-    return err.mean()
 
 # %% ../nbs/16_training.ipynb #2e361483
 def ema_decay(k:int, # the update's number (1 for the first)
@@ -300,15 +323,18 @@ def _complete(run_dir:Path)->list:
     "Complete checkpoints, oldest first."
     return sorted(p for p in (run_dir/'checkpoints').glob('ckpt-*') if (p/'complete').is_file())
 
+# %% ../nbs/16_training.ipynb #00313ec9
 def checkpoints(run_dir)->list:
-    "Complete checkpoints, newest first, the one `latest` names at the head; a `latest` that names no checkpoint is a `ConfigError`."
+    """Complete checkpoints, newest first, the one `latest` names at the head;
+    a `latest` that names no checkpoint is a `ConfigError`."""
     run_dir, f = Path(run_dir), Path(run_dir)/'latest'
     done = _complete(run_dir)[::-1]
     if not f.is_file(): return done
     try: name = f.read_text().strip()
     except (OSError, UnicodeDecodeError): name = None
     if name is None or not re.fullmatch(r'ckpt-\d{7}', name):
-        raise ConfigError(f"{f}: does not name a checkpoint (expected ckpt-NNNNNNN); delete it to resume from the newest complete checkpoint")
+        raise ConfigError(f"{f}: does not name a checkpoint (expected ckpt-NNNNNNN); "
+                          "delete it to resume from the newest complete checkpoint")
     head = [p for p in done if p.name == name]
     return head + [p for p in done if p.name != name]
 
@@ -341,13 +367,16 @@ def load_state(ckpt)->dict:
 
 def _load_unet(folder:Path)->UNet2DModel:
     if not (folder/'diffusion_pytorch_model.safetensors').is_file():
-        raise CheckpointError(f"{folder}: no diffusion_pytorch_model.safetensors (pickled .bin weights are never loaded)")
+        raise CheckpointError(f"{folder}: no diffusion_pytorch_model.safetensors "
+                              "(pickled .bin weights are never loaded)")
     try: return UNet2DModel.from_pretrained(folder, use_safetensors=True)
-    except Exception as e: raise CheckpointError(f"{folder}/diffusion_pytorch_model.safetensors: damaged ({error_text(e)})") from None
+    except Exception as e:
+        raise CheckpointError(f"{folder}/diffusion_pytorch_model.safetensors: damaged ({error_text(e)})") from None
 
 # %% ../nbs/16_training.ipynb #c7b07b07
 def load_checkpoint(ckpt)->dict:
-    "Everything a resume needs from one checkpoint (`model`, `ema`, `state`, `config`); `CheckpointError` names a damaged file."
+    """Everything a resume needs from one checkpoint (`model`, `ema`, `state`, `config`);
+    `CheckpointError` names a damaged file."""
     ckpt = Path(ckpt)
     out = dict(model=_load_unet(ckpt/'model'), ema=_load_unet(ckpt/'ema'))
     try: out['state'] = load_state(ckpt)
@@ -365,18 +394,20 @@ def resume_checkpoint(run_dir)->tuple:
     if not cands: raise ConfigError(f"{run_dir}: no complete checkpoint to resume from")
     for ck in cands:
         try: got = load_checkpoint(ck)
-        except CheckpointError as e: bad.append(str(e)); continue
+        except CheckpointError as e:
+            bad.append(str(e))
+            continue
         for msg in bad: _warn(f"{msg}; resuming from {ck.name}")
         return ck, got
     more = f" (and {len(bad) - 1} older checkpoint(s) damaged too)" if len(bad) > 1 else ''
     raise ConfigError(f"{bad[0]}{more}; no checkpoint to resume from (restore it, or start a new --out)")
 
 # %% ../nbs/16_training.ipynb #abc88cdd
-ON_RESUME = ('out', 'data', 'steps', 'ckpt_every', 'log_every', 'sample_every', 'sample_guidance', 'keep_checkpoints', 'workers',
-             'compile', 'grad_checkpointing')
+ON_RESUME = ('out', 'data', 'steps', 'ckpt_every', 'log_every', 'sample_every', 'sample_guidance', 'keep_checkpoints',
+             'workers', 'compile', 'grad_checkpointing')
 
 def run_config(run_dir)->TrainConfig:
-    "The configuration of an existing run (its `config.json`, else its newest checkpoint's), with `out` set to `run_dir`."
+    "The config of an existing run (its `config.json`, else its newest checkpoint's), with `out` set to `run_dir`."
     run_dir = Path(run_dir)
     f = run_dir/'config.json'
     if not f.exists():
@@ -391,14 +422,16 @@ def resume_config(saved:TrainConfig, given:TrainConfig)->TrainConfig:
         a, b = getattr(saved, f.name), getattr(given, f.name)
         if f.name in ON_RESUME or f.name in ('class_names', 'geometry') or a == b: continue
         opt = '--' + f.name.replace('_', '-')
-        raise ConfigError(f"{opt} is {a!r} in {given.out} and cannot change on resume (got {b!r}); drop it, or start a new --out")
+        raise ConfigError(f"{opt} is {a!r} in {given.out} and cannot change on resume (got {b!r}); "
+                          "drop it, or start a new --out")
     return replace(saved, **{k: getattr(given, k) for k in ON_RESUME})
 
 # %% ../nbs/16_training.ipynb #ee66019a
 class Trainer:
     "One process's share of a run: the Accelerator, the U-Net, its EMA copy, AdamW and its schedule, the step counter."
     def __init__(self, cfg:TrainConfig, acc:Accelerator, n_classes:int, ckpt:dict|None=None):
-        self.cfg, self.acc, self.rank, self.world, self.device = cfg, acc, acc.process_index, acc.num_processes, acc.device
+        self.cfg, self.acc, self.rank, self.world, self.device = (cfg, acc, acc.process_index, acc.num_processes,
+                                                                  acc.device)
         p = get_preset(cfg.preset) if cfg.dropout is None else replace(get_preset(cfg.preset), dropout=cfg.dropout)
         raw = ckpt['model'] if ckpt else build_unet(p, n_classes=n_classes, seed=cfg.seed)
         self.ema_model = (ckpt['ema'] if ckpt else deepcopy(raw)).to(self.device).eval().requires_grad_(False)
@@ -410,9 +443,11 @@ class Trainer:
         if cfg.compile: self.model = torch.compile(self.model)
         self.ema_params, self.raw_params = list(self.ema_model.parameters()), list(self.raw.parameters())
         self.sched = NoiseSchedule(kind=cfg.schedule, n_steps=cfg.n_timesteps, prediction=cfg.prediction)
-        self.dsched = copy(self.sched); self.dsched.abar = self.sched.abar.to(self.device)  # ᾱ_t cached on the device
+        self.dsched = copy(self.sched)
+        self.dsched.abar = self.sched.abar.to(self.device)  # ᾱ_t cached on the device
         self.null, self.start = null_class(self.raw), int(ckpt['state']['step']) if ckpt else 0
-        self.loss_sum, self.n_window, self.checked, self.t_window = torch.zeros(1, device=self.device), 0, self.start, time.time()
+        self.loss_sum, self.n_window, self.checked, self.t_window = (torch.zeros(1, device=self.device), 0, self.start,
+                                                                     time.time())
 
 # %% ../nbs/16_training.ipynb #ed70dc91
 @patch
@@ -422,17 +457,20 @@ def _optimizer(self:Trainer, state:dict|None):
     opt = torch.optim.AdamW(self.raw.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             **({'fused': True} if self.device.type == 'cuda' else {'foreach': True}))
     self.lr_sched = get_scheduler(cfg.lr_schedule, opt, num_warmup_steps=cfg.warmup, num_training_steps=cfg.steps)
-    if state: opt.load_state_dict(state['optimizer']); self.lr_sched.load_state_dict(state['lr_scheduler'])
+    if state:
+        opt.load_state_dict(state['optimizer'])
+        self.lr_sched.load_state_dict(state['lr_scheduler'])
     self.opt = self.acc.prepare(opt)
     if state and self.acc.scaler is not None and state.get('scaler'): self.acc.scaler.load_state_dict(state['scaler'])
 
 # %% ../nbs/16_training.ipynb #77609203
 @patch
 def batches(self:Trainer, data, end:int):
-    "This process's batches from the run's current step up to `end`, through a DataLoader (workers and pinned memory on a GPU)."
+    "This process's batches from the current step up to `end`, via a DataLoader (workers and pinned memory on a GPU)."
     cfg, gpu = self.cfg, self.device.type == 'cuda'
     ds = StepBatches(data, cfg.batch_size, self.world, self.rank, cfg.grad_accum, cfg.seed)
-    return iter(step_loader(ds, self.start, end, cfg.workers if cfg.workers is not None else (4 if gpu else 0), pin=gpu))
+    return iter(step_loader(ds, self.start, end, cfg.workers if cfg.workers is not None else (4 if gpu else 0),
+                            pin=gpu))
 
 # %% ../nbs/16_training.ipynb #a09f8005
 @patch
@@ -448,32 +486,39 @@ def step(self:Trainer, step:int, batches):
         y = drop_labels(y, drop, self.null)   # the label dropout taught above
         seed_step(cfg.seed, step, self.rank, micro)  # the U-Net's dropout masks
         with acc.no_sync(self.model) if micro < cfg.grad_accum - 1 else nullcontext():
-            with acc.autocast(): loss = diffusion_loss(self.model, self.dsched, x0, y, t, eps, cfg.loss_weighting)/cfg.grad_accum
+            with acc.autocast():
+                loss = diffusion_loss(self.model, self.dsched, x0, y, t, eps, cfg.loss_weighting)/cfg.grad_accum
             acc.backward(loss)
         self.loss_sum += loss.detach().float()
     if cfg.grad_clip > 0: acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-    self.opt.step(); self.lr_sched.step(); self.opt.zero_grad(set_to_none=True)
+    self.opt.step()
+    self.lr_sched.step()
+    self.opt.zero_grad(set_to_none=True)
     ema_update_(self.ema_params, self.raw_params, ema_decay(step + 1, cfg.ema_decay, cfg.ema_power))
     self.n_window += 1
 
 # %% ../nbs/16_training.ipynb #7b02b057
 @patch
 def check(self:Trainer, done:int, log:bool=False, bar=None):
-    "One all-reduce: a non-finite loss on any process stops every process; on `log`, append the loss averaged over processes, micro-batches and steps."
+    """One all-reduce: a non-finite loss on any process stops every process;
+    on `log`, append the loss averaged over processes, micro-batches and steps."""
     cfg, run_dir = self.cfg, Path(self.cfg.out)
     loss = self.acc.reduce(self.loss_sum, 'sum').item()/(max(self.n_window, 1)*self.world)
     if not math.isfinite(loss):
         last = latest_checkpoint(run_dir)
         raise TrainingError(f"{run_dir}: non-finite loss in steps {self.checked + 1}-{done}; stopped. "
-                            f"Last good checkpoint: {last.name if last else 'none'} (try a lower lr or mixed_precision='no')")
+                            f"Last good checkpoint: {last.name if last else 'none'} "
+                            "(try a lower lr or mixed_precision='no')")
     self.checked = done
     if not log: return
     dt = time.time() - self.t_window
-    rec = dict(step=done, loss=loss, lr=self.lr_sched.get_last_lr()[0], ema_decay=ema_decay(done, cfg.ema_decay, cfg.ema_power),
+    rec = dict(step=done, loss=loss, lr=self.lr_sched.get_last_lr()[0],
+               ema_decay=ema_decay(done, cfg.ema_decay, cfg.ema_power),
                img_per_s=self.n_window*cfg.batch_size*cfg.grad_accum*self.world/max(dt, 1e-9), time=time.time())
     if self.acc.is_main_process: _append_jsonl(run_dir/'metrics.jsonl', rec)
     if bar is not None: bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rec['img_per_s']:.1f}")
-    self.loss_sum.zero_(); self.n_window, self.t_window = 0, time.time()
+    self.loss_sum.zero_()
+    self.n_window, self.t_window = 0, time.time()
 
 # %% ../nbs/16_training.ipynb #4588df1f
 @patch
@@ -489,18 +534,24 @@ def sample_grid(self:Trainer, done:int, sample_fn:Callable|None, n_classes:int):
     "A grid of EMA samples, up to 8 classes (process 0)."
     if sample_fn is None or not self.acc.is_main_process: return
     k = min(n_classes, 8)
-    imgs = sample_fn(self.ema_model, torch.arange(k).repeat_interleave(max(1, 8//k)), self.sched, self.cfg.sample_guidance)
+    imgs = sample_fn(self.ema_model, torch.arange(k).repeat_interleave(max(1, 8//k)), self.sched,
+                     self.cfg.sample_guidance)
     _save_grid(imgs, Path(self.cfg.out)/'samples'/f'step-{done:07d}.png', nrow=max(1, 8//k))
 
 # %% ../nbs/16_training.ipynb #87584d61
 def weights_hash(model:torch.nn.Module)->str:
     "SHA-256 of a model's parameters (to compare processes or runs)."
     h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()): h.update(k.encode()); h.update(v.detach().float().cpu().numpy().tobytes())
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().numpy().tobytes())
     return h.hexdigest()
 
 def _append_jsonl(path:Path, rec:dict):
-    with open(path, 'a') as f: f.write(json.dumps(rec) + '\n'); f.flush(); os.fsync(f.fileno())
+    with open(path, 'a') as f:
+        f.write(json.dumps(rec) + '\n')
+        f.flush()
+        os.fsync(f.fileno())
 
 def _trim_jsonl(path:Path, step:int):
     "Keep only complete records up to `step` (after resuming from that step)."
@@ -532,16 +583,18 @@ def loop(self:Trainer, data, end:int, sample_fn:Callable|None=None, progress:boo
         log, ck = done % cfg.log_every == 0 or done == cfg.steps, done % cfg.ckpt_every == 0 or done == cfg.steps
         if log or ck or done == end: self.check(done, log, bar)
         if ck: self.checkpoint(done)
-        if cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps): self.sample_grid(done, sample_fn, data.n_classes)
+        if cfg.sample_every and (done % cfg.sample_every == 0 or done == cfg.steps):
+            self.sample_grid(done, sample_fn, data.n_classes)
     bar.close()
     self.acc.wait_for_everyone()
 
 # %% ../nbs/16_training.ipynb #29bd7524
 def train_device(device:str|None=None)->str:
-    "Accelerate's choice for a run, 'cuda' (each process its own GPU) or 'cpu', from `as_device`; None: CUDA when available."
+    "The run's Accelerate device: 'cuda' (one GPU per process) or 'cpu', from `as_device`; None: CUDA if available."
     if device is None and os.environ.get('ACCELERATE_USE_CPU', '').lower() in ('1', 'true', 'yes'):
         return 'cpu'  # `accelerate launch --cpu`
-    if device not in (None, 'cpu', 'cuda'): raise ConfigError(f"--device {device}: choose cpu or cuda (pick GPUs with CUDA_VISIBLE_DEVICES)")
+    if device not in (None, 'cpu', 'cuda'):
+        raise ConfigError(f"--device {device}: choose cpu or cuda (pick GPUs with CUDA_VISIBLE_DEVICES)")
     try: return as_device(device).type
     except ValueError as e: raise ConfigError(str(e)) from None
 
@@ -552,26 +605,35 @@ def _all_ok(acc:Accelerator, ok:bool)->bool:
     return acc.reduce(torch.tensor([0. if ok else 1.], device=acc.device), 'sum').item() == 0
 
 def _lock_run(acc:Accelerator, run_dir:Path, stack:ExitStack):
-    "Process 0 locks the run folder for the run's lifetime and removes a killed run's temporaries; every process stops if it cannot."
+    """Process 0 locks the run folder for the run's lifetime and removes a killed run's temporaries;
+    every process stops if it cannot."""
     err = None
     if acc.is_main_process:
         try:
             stack.enter_context(output_lock(run_dir, command=f'mri-diffusion train --out {run_dir}'))
-            clean_temps(run_dir); clean_temps(run_dir/'checkpoints')
+            clean_temps(run_dir)
+            clean_temps(run_dir/'checkpoints')
         except (FileError, OSError) as e: err = e
-    if not _all_ok(acc, err is None): raise err if err is not None else TrainingError(f"{run_dir}: process 0 could not lock the run folder")
+    if not _all_ok(acc, err is None):
+        raise err if err is not None else TrainingError(f"{run_dir}: process 0 could not lock the run folder")
 
-def _open_run(cfg:TrainConfig, n_classes:int, resume:bool, stack:ExitStack, log:Callable|None=None, device:str='cpu')->Trainer:
+# %% ../nbs/16_training.ipynb #4c4593c1
+def _open_run(cfg:TrainConfig, n_classes:int, resume:bool, stack:ExitStack, log:Callable|None=None,
+              device:str='cpu')->Trainer:
     "Start Accelerate on `device`, lock the folder, load the checkpoint to resume from, write `config.json`."
     AcceleratorState._reset_state()  # a new run may use another precision in the same process
-    mp = 'no' if cfg.mixed_precision == 'bf16' and not bf16_native(device) else cfg.mixed_precision  # emulated bf16 is slower than fp32
+    # emulated bf16 is slower than fp32
+    mp = 'no' if cfg.mixed_precision == 'bf16' and not bf16_native(device) else cfg.mixed_precision
     acc, run_dir, ck = Accelerator(mixed_precision=mp, cpu=device == 'cpu'), Path(cfg.out), None
-    if mp != cfg.mixed_precision and log and acc.is_main_process: log(f"bf16 is not native on this {device} ({torch.backends.cpu.get_cpu_capability() if device == 'cpu' else 'GPU'}): training in fp32")
+    if mp != cfg.mixed_precision and log and acc.is_main_process:
+        log(f"bf16 is not native on this {device} "
+            f"({torch.backends.cpu.get_cpu_capability() if device == 'cpu' else 'GPU'}): training in fp32")
     _lock_run(acc, run_dir, stack)
     if resume:
         path, ck = resume_checkpoint(run_dir)
         resume_config(ck['config'], cfg)  # the checkpoint agrees with the run's settings
-        if log and acc.is_main_process: log(f"resuming {run_dir} from {path.name} (step {int(ck['state']['step'])} of {cfg.steps})")
+        if log and acc.is_main_process:
+            log(f"resuming {run_dir} from {path.name} (step {int(ck['state']['step'])} of {cfg.steps})")
     tr = Trainer(cfg, acc, n_classes, ck)
     if acc.is_main_process:
         _write_text(run_dir/'config.json', cfg.to_json())
@@ -581,7 +643,8 @@ def _open_run(cfg:TrainConfig, n_classes:int, resume:bool, stack:ExitStack, log:
 
 # %% ../nbs/16_training.ipynb #8a3564c9
 def _publish(run_dir:Path):
-    "Copy the last checkpoint's `model`, `ema` and `scheduler` to the run's top level (each replaced as a set), where sampling looks."
+    """Copy the last checkpoint's `model`, `ema` and `scheduler` to the run's top level (each replaced as a set),
+    where sampling looks."""
     ck = latest_checkpoint(run_dir)
     for sub in ('model', 'ema', 'scheduler'):
         with atomic_dir(run_dir/sub) as tmp: shutil.copytree(ck/sub, tmp, dirs_exist_ok=True)
@@ -626,11 +689,18 @@ def plot_loss(run_dir, smooth:int=5, dpi:int=100):
     "Loss curve (raw and smoothed) and learning rate of a run."
     import matplotlib.pyplot as plt
     recs = read_metrics(run_dir)
-    s = np.array([r['step'] for r in recs]); l = np.array([r['loss'] for r in recs])
+    s = np.array([r['step'] for r in recs])
+    l = np.array([r['loss'] for r in recs])
     fig, ax = plt.subplots(figsize=(6, 2.6), dpi=dpi)
     ax.plot(s, l, alpha=0.35, label='loss')
-    if len(l) >= smooth: ax.plot(s[smooth - 1:], np.convolve(l, np.ones(smooth)/smooth, 'valid'), label=f'mean of {smooth}')
-    ax.set_yscale('log'); ax.set_xlabel('step'); ax.set_ylabel('MSE'); ax.legend(loc='upper right')
-    ax2 = ax.twinx(); ax2.plot(s, [r['lr'] for r in recs], color='gray', lw=0.8); ax2.set_ylabel('lr', color='gray')
+    if len(l) >= smooth:
+        ax.plot(s[smooth - 1:], np.convolve(l, np.ones(smooth)/smooth, 'valid'), label=f'mean of {smooth}')
+    ax.set_yscale('log')
+    ax.set_xlabel('step')
+    ax.set_ylabel('MSE')
+    ax.legend(loc='upper right')
+    ax2 = ax.twinx()
+    ax2.plot(s, [r['lr'] for r in recs], color='gray', lw=0.8)
+    ax2.set_ylabel('lr', color='gray')
     plt.tight_layout()
     return fig

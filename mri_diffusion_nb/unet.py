@@ -29,12 +29,13 @@ class UNetPreset:
     dropout: float = 0.0   # dropout inside the ResNet blocks
     n_classes: int = 4     # classes, not counting the null class
     norm_groups: int = 32  # GroupNorm groups; must divide every channel count
-    batch_size: int = 16   # per-device training batch for the intended hardware (paper: fits a 40 GB GPU, chapter 12's estimate)
+    batch_size: int = 16   # per-device training batch for the intended hardware (paper: 40 GB GPU, chapter 12)
 
     def __post_init__(self):
         self.channels, self.attention = tuple(int(c) for c in self.channels), tuple(bool(a) for a in self.attention)
         if len(self.channels) != len(self.attention):
-            raise ValueError(f"preset {self.name!r}: {len(self.channels)} channel levels but {len(self.attention)} attention flags")
+            raise ValueError(f"preset {self.name!r}: {len(self.channels)} channel levels "
+                             f"but {len(self.attention)} attention flags")
         if bad := [c for c in self.channels if c % self.norm_groups]:
             raise ValueError(f"preset {self.name!r}: norm_groups={self.norm_groups} does not divide channels {bad}")
         if self.res % 2**(len(self.channels) - 1):
@@ -49,8 +50,10 @@ class UNetPreset:
 PRESETS = {
     'tiny':  UNetPreset('tiny', 32, (32, 64, 64), 1, (False, False, True), 0.0, 4, 8, 16),
     'demo':  UNetPreset('demo', 64, (32, 64, 64, 128), 2, (False, False, False, True), 0.0, 4, 8, 16),
-    'paper': UNetPreset('paper', 256, (128, 128, 256, 256, 512, 512), 2, (False, False, False, False, True, False), 0.1, 4, 32, 16),
-    'weak':  UNetPreset('weak', 64, (16, 32, 32, 64), 1, (False, False, False, False), 0.0, 4, 8, 16), # autoguidance's weaker partner of demo (chapter 17)
+    'paper': UNetPreset('paper', 256, (128, 128, 256, 256, 512, 512), 2, (False, False, False, False, True, False),
+                        0.1, 4, 32, 16),
+    # autoguidance's weaker partner of demo (chapter 17)
+    'weak':  UNetPreset('weak', 64, (16, 32, 32, 64), 1, (False, False, False, False), 0.0, 4, 8, 16),
 }
 
 def get_preset(p:str|UNetPreset, # a preset name or a preset
@@ -69,7 +72,8 @@ def build_unet(preset:str|UNetPreset='demo', # a preset name or a `UNetPreset`
     p = get_preset(preset)
     n = p.n_classes if n_classes is None else int(n_classes)
     if n < 0: raise ValueError(f"n_classes must be at least 0, got {n}")
-    kw = dict(sample_size=p.res, in_channels=1, out_channels=1, block_out_channels=p.channels, layers_per_block=p.layers_per_block,
+    kw = dict(sample_size=p.res, in_channels=1, out_channels=1, block_out_channels=p.channels,
+              layers_per_block=p.layers_per_block,
               down_block_types=tuple('AttnDownBlock2D' if a else 'DownBlock2D' for a in p.attention),
               up_block_types=tuple('AttnUpBlock2D' if a else 'UpBlock2D' for a in reversed(p.attention)),
               dropout=p.dropout, norm_num_groups=p.norm_groups, attention_head_dim=None, num_class_embeds=n + 1)
@@ -92,7 +96,8 @@ def attention_resolutions(model:UNet2DModel)->list:
     sizes, hooks = [], []
     for name, m in model.named_modules():
         if type(m).__name__ == 'Attention':
-            hooks.append(m.register_forward_hook(lambda m, i, o, name=name: sizes.append((name, int(round(math.sqrt(o.shape[1]))) if o.ndim == 3 else o.shape[-1]))))
+            hooks.append(m.register_forward_hook(lambda m, i, o, name=name: sizes.append(
+                (name, int(round(math.sqrt(o.shape[1]))) if o.ndim == 3 else o.shape[-1]))))
     try:
         with torch.no_grad(): model(*_dummy_batch(model, 1))
     finally:
@@ -110,7 +115,7 @@ def _dummy_batch(model:UNet2DModel, batch_size:int=1)->tuple:
 # %% ../nbs/12_unet.ipynb #d3aa480f
 def bf16_native(device='cpu', # a device or its name
                )->bool:
-    "Whether `device` runs bf16 matrix products and convolutions natively (CUDA with bf16; a CPU with AVX512-BF16 or AMX)."
+    "Whether `device` runs bf16 matmuls and convolutions natively (CUDA with bf16; a CPU with AVX512-BF16 or AMX)."
     d = torch.device(device)
     if d.type == 'cuda': return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if d.type != 'cpu': return False
@@ -139,10 +144,11 @@ def rss():
 '''
 
 # %% ../nbs/12_unet.ipynb #244ea4a9
-_STEP_CHILD = _STEP_CHILD_RSS + r'''  # part 2: one training step's peak RSS
+_STEP_CHILD = _STEP_CHILD_RSS + '''  # part 2: one training step's peak RSS
 import json, resource, sys, torch
 from diffusers import UNet2DModel
-cfg, bs, bf16, steps, threads = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == '1', int(sys.argv[4]), int(sys.argv[5])
+cfg, bs, bf16, steps, threads = json.loads(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == '1', \
+int(sys.argv[4]), int(sys.argv[5])
 if threads > 0: torch.set_num_threads(threads)
 torch.manual_seed(0)
 r = cfg['sample_size']
@@ -169,17 +175,18 @@ def train_step_peak_rss(model:UNet2DModel, # the architecture to measure (rebuil
                         threads:int|None=None, # torch threads in the probe; None: torch's default
                         timeout:float=600, # seconds
                        )->int:
-    "Peak CPU memory (bytes) of AdamW training steps: rise of the peak resident set of a fresh process over its level before the model exists."
+    """Peak CPU memory (bytes) of AdamW training steps:
+    rise of the peak resident set of a fresh process over its level before the model exists."""
     bf16 = bf16_native('cpu') if bf16 is None else bf16
     cfg = json.dumps({k: v for k, v in dict(model.config).items() if not k.startswith('_')})
-    r = subprocess.run([sys.executable, '-c', _STEP_CHILD, cfg, str(batch_size), '1' if bf16 else '0', str(n_steps), str(threads or 0)],
-                       capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run([sys.executable, '-c', _STEP_CHILD, cfg, str(batch_size), '1' if bf16 else '0', str(n_steps),
+                        str(threads or 0)], capture_output=True, text=True, timeout=timeout)
     if r.returncode: raise RuntimeError(f"memory probe failed: {(r.stderr.strip().splitlines() or ['no output'])[-1]}")
     return int(r.stdout.strip().splitlines()[-1])
 
 # %% ../nbs/12_unet.ipynb #7dcbdb01
 def _count_saved(model:UNet2DModel, batch_size:int=1, bf16:bool=True)->tuple:
-    "Bytes autograd saves in one training-mode forward: (casts of parameters, everything else); parameters themselves excluded."
+    "Bytes autograd saves in one training-mode forward: (casts of parameters, everything else), parameters excluded."
     params = {p.untyped_storage()._cdata for p in model.parameters()}
     def from_param(x):  # a bf16 copy of a weight made by autocast: ToCopy whose only input is a leaf parameter
         fn = x.grad_fn
@@ -202,7 +209,7 @@ def _count_saved(model:UNet2DModel, batch_size:int=1, bf16:bool=True)->tuple:
 
 # %% ../nbs/12_unet.ipynb #b251cc6e
 def _saved_for_backward(model:UNet2DModel, batch_size:int=1, bf16:bool=True)->tuple:
-    "`_count_saved`, on fake tensors (shapes and dtypes, no arithmetic) where bf16 is emulated: the same bytes, minutes sooner."
+    "`_count_saved` on fake tensors (shapes, dtypes, no arithmetic) where bf16 is emulated: same bytes, minutes sooner."
     if not bf16 or bf16_native(model.device): return _count_saved(model, batch_size, bf16)
     with FakeTensorMode(allow_non_fake_inputs=True):
         fake = UNet2DModel.from_config(model.config)
@@ -220,7 +227,8 @@ def activation_bytes(model:UNet2DModel, # the network (its device is used)
 def activation_fit(model:UNet2DModel, # the network
                    bf16:bool=True, # bf16 autocast
                   )->tuple:
-    "Activation memory as `(fixed, per_image)` bytes from one forward at batch 1: fixed = bf16 weight copies, the rest grows with the batch."
+    """Activation memory as `(fixed, per_image)` bytes from one forward at batch 1:
+    fixed = bf16 weight copies, the rest grows with the batch."""
     return _saved_for_backward(model, 1, bf16)
 
 def train_memory(n_params:int, # parameters
@@ -252,14 +260,17 @@ def train_throughput(model:UNet2DModel, # the network (a copy is trained; the or
         t0 = time.perf_counter()
         if images is None: x0 = torch.randn(batch_size, m.config.in_channels, r, r, generator=g)
         else: x0 = images[torch.randint(0, len(images), (batch_size,), generator=g)]
-        y = (torch.full((batch_size,), null_class(m)) if labels is None else labels[torch.randint(0, len(labels), (batch_size,), generator=g)])
+        y = (torch.full((batch_size,), null_class(m)) if labels is None
+             else labels[torch.randint(0, len(labels), (batch_size,), generator=g)])
         x0, y = x0.to(dev), y.to(dev)
         noise, ab = torch.randn_like(x0), torch.rand(batch_size, 1, 1, 1, device=dev)
         xt = ab.sqrt()*x0 + (1 - ab).sqrt()*noise
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             out = m(xt, torch.randint(0, 1000, (batch_size,), device=dev), class_labels=y).sample
         loss = F.mse_loss(out.float(), noise)
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
         if dev.type == 'cuda': torch.cuda.synchronize(dev)
         if i: times.append(time.perf_counter() - t0)
     return batch_size/sorted(times)[len(times)//2]
