@@ -248,12 +248,6 @@ def _sample_parser(sub):
     s.add_argument('--out', required=True, help='output folder')
     s.set_defaults(func=cmd_sample)
 
-# %% ../nbs/30_cli.ipynb #d0a07087
-def _real_for(real:str, res:int):
-    "Real slices for `evaluate`: the built-in template at `res`, a store folder or an old cache file (read lazily)."
-    from mri_diffusion_nb.store import open_data
-    return open_data(real, res=res if real == 'mni152' else None)
-
 # %% ../nbs/30_cli.ipynb #e922e3c7
 def summary_lines(rep:dict)->list:
     "The headline figures of an evaluation report, one line each."
@@ -288,11 +282,12 @@ def summary_lines(rep:dict)->list:
 def _evaluate_into(a, out:Path, dev:torch.device, res:int)->tuple:
     "The evaluation behind `cmd_evaluate`, run while `out` is locked: every PNG read once, the report written as a set."
     from mri_diffusion_nb.adherence import judge_for, load_classifier
+    from mri_diffusion_nb.store import open_data
     from mri_diffusion_nb.report import (check_report_dir, clean_report_temps, evaluate, evaluate_groups, load_fake_dir,
                                          write_report)
     clean_report_temps(out)
     check_report_dir(out)
-    real = _real_for(a.real, res)
+    real = open_data(a.real, res, require_res=False)  # read lazily; the template at the generated size
     fake = load_fake_dir(a.fake, class_names=real.class_names, progress=None)
     clf = load_classifier(a.classifier, device=dev) if a.classifier else judge_for(real, device=dev, progress=None)
     kw = dict(feature=a.feature, weights=a.weights, download=not a.offline, classifier=clf, progress=None, device=dev,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv, fnmatch, io, json, os, re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 from PIL import Image
 import numpy as np
 import nibabel as nib
@@ -24,10 +24,10 @@ from .files import DataError, atomic_path, clean_stale, error_text, os_problem, 
 # %% auto #0
 __all__ = ['AXES', 'FOV_MM', 'SLICE_MM', 'NIFTI_EXT', 'MODALITIES', 'Volume', 'load_volume', 'mni152_path', 'normalise_intensity',
            'square_resize', 'resample_volume', 'to_grid', 'volume_to_slices', 'level_labels', 'level_names',
-           'SliceData', 'mni152_slices', 'volume_slices', 'val_every_split', 'slice_settings', 'show_grid', 'is_seg',
-           'subject_of', 'bin_names', 'read_labels_csv', 'class_of', 'split_subjects', 'find_volumes', 'find_subjects',
-           'subject_slices', 'plan_folder', 'folder_settings', 'folder_slices', 'slice_job', 'save_cache', 'load_cache',
-           'augment', 'to_uint', 'to_png', 'tile', 'slice_browser']
+           'SliceData', 'Slices', 'mni152_slices', 'volume_slices', 'val_every_split', 'slice_settings', 'show_grid',
+           'is_seg', 'subject_of', 'bin_names', 'read_labels_csv', 'class_of', 'split_subjects', 'find_volumes',
+           'find_subjects', 'subject_slices', 'plan_folder', 'folder_settings', 'folder_slices', 'slice_job',
+           'save_cache', 'load_cache', 'augment', 'to_uint', 'to_png', 'tile', 'slice_browser']
 
 # %% ../nbs/10_data.ipynb #5c47fc1e
 class Volume(NamedTuple):
@@ -255,6 +255,23 @@ def counts(self:SliceData)->dict:
 def __repr__(self:SliceData):
     return (f"SliceData({len(self)} slices of {self.res}x{self.res}, {self.n_classes} classes, "
             f"{len(set(self.subjects))} subjects, {self.split.count('train')} train / {self.split.count('val')} val)")
+
+# %% ../nbs/10_data.ipynb #941f1cf4
+@runtime_checkable
+class Slices(Protocol):
+    "What every dataset of slices offers: `SliceData` (in memory) and the store's `StoreData` (images read lazily)."
+    images: object  # (N, 1, H, W) in [-1, 1]: a tensor, or a lazy array that slices like one
+    labels: torch.Tensor  # (N,) int64 class index
+    subjects: list  # (N,) subject id of each slice
+    class_names: list  # name of each class
+    split: list  # (N,) 'train' or 'val'
+    settings: dict  # how the slices were made (geometry, labels)
+    def __len__(self)->int: ...
+    @property
+    def n_classes(self)->int: ...
+    @property
+    def res(self)->int: ...
+    def subset(self, which:str)->'Slices': ...
 
 # %% ../nbs/10_data.ipynb #3e63d9f6
 def mni152_slices(res:int=64, # image size

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import stats
 import ipywidgets as W
-from .data import load_cache, mni152_slices, to_uint
+from .data import to_uint
+from .store import open_data
 from .files import DataError, FileError, atomic_dir, atomic_path, error_text
 from .generate import read_manifest
 from .report import read_png
@@ -59,15 +60,9 @@ def pick_balanced(real_labels, # class of each real slice (N_r,)
 def open_real(source, # 'mni152', a store folder, a legacy cache file, or an already loaded dataset
               res:int|None=None, # image size for the built-in template
              ):
-    "Real slices through the data API (`store.open_data` where it exists, else `load_cache` / `mni152_slices`)."
+    "Real slices through the one data entry point, `store.open_data` (a loaded dataset is passed through)."
     if not isinstance(source, (str, Path)): return source
-    try: from mri_diffusion_nb.store import open_data
-    except ImportError: open_data = None
-    if open_data is not None: return open_data(str(source), res=res if str(source) == 'mni152' else None)
-    if str(source) == 'mni152': return mni152_slices(res=res or 64)
-    p = Path(source)
-    if not p.exists(): raise DataError(p, 'real data not found (make it with mri-diffusion data)')
-    return load_cache(p)
+    return open_data(str(source), res, require_res=False)
 
 def read_slices(images, # `.images` of a dataset: a tensor or the store's lazy array
                 idx, # indices to read

@@ -351,6 +351,7 @@ def mni152_store(res:int=64, progress:bool|None=None, **kw)->Path:
 
 def open_data(source='mni152', # 'mni152', a store folder, or a `.safetensors` cache of the first release
               res:int|None=None, # required image size (None: whatever the source holds; 64 for mni152)
+              require_res:bool=True, # False: `res` only sizes the built-in template; other data come as stored
              ):
     "Open slices to train or evaluate on: a `StoreData` (lazy images) or, for an old single-file cache, a `SliceData`."
     if str(source) == 'mni152': return StoreData(mni152_store(res or 64))
@@ -358,7 +359,7 @@ def open_data(source='mni152', # 'mni152', a store folder, or a `.safetensors` c
     if p.is_dir(): d = StoreData(p)
     elif p.is_file(): d = load_cache(p)
     else: raise DataError(p, 'data not found (make it with mri-diffusion data)')
-    if res is not None and d.res != res: raise DataError(p, f'holds {d.res} px slices, not {res} px')
+    if require_res and res is not None and d.res != res: raise DataError(p, f'holds {d.res} px slices, not {res} px')
     return d
 
 # %% ../nbs/11_store.ipynb #db07d3d7

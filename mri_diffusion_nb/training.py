@@ -19,12 +19,13 @@ from diffusers import UNet2DModel, DDPMScheduler
 from diffusers.optimization import get_scheduler
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-from .data import augment, load_cache, mni152_slices, tile, to_png
+from .data import augment, tile, to_png
 from .files import (FileError, atomic_dir, atomic_path, check_writable, clean_temps, error_text,
                                     output_lock)
 from .runtime import as_device
 from .unet import bf16_native, build_unet, get_preset, null_class
 from .schedule import NoiseSchedule
+from .store import open_data
 
 # %% auto #0
 __all__ = ['TRAIN_PRESETS', 'LIMITS', 'ON_RESUME', 'drop_labels', 'diffusion_loss', 'ConfigError', 'TrainConfig', 'read_config',
@@ -198,17 +199,12 @@ def _check_data(cfg:TrainConfig, data):
 
 # %% ../nbs/16_training.ipynb #98f159cc
 def load_training_data(cfg:TrainConfig):
-    """The slices a run trains on, at the preset's size: through the data store where it exists,
-    else the built-in template or a cache file."""
+    "The slices a run trains on (`open_data`): a store, a cache file, or the built-in template at the preset's size."
     res = get_preset(cfg.preset).res
     if cfg.data != 'mni152' and not Path(cfg.data).exists():
         raise ConfigError(f"{cfg.data}: data file not found (make one with mri-diffusion data)")
-    # the data store (a later chapter): imported only when a run starts
-    try: from mri_diffusion_nb.store import open_data
-    except ImportError: open_data = None
-    # a wrong size: `check_config` says how to fix it
-    if open_data is not None: return open_data(cfg.data, res if cfg.data == 'mni152' else None)
-    return mni152_slices(res=res) if cfg.data == 'mni152' else load_cache(Path(cfg.data))
+    # a wrong size is left to `check_config`, which says how to fix it
+    return open_data(cfg.data, res, require_res=False)
 
 def data_geometry(data)->dict:
     "The data's settings saying what a pixel is (pixel_mm, slice_mm, fov_mm, axis, ...), as JSON, for the run's config."

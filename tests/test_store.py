@@ -230,3 +230,14 @@ def test_killed_cache_write_leaves_no_temp_after_rerun(tmp_path):
     try: assert cli('data', '--source', 'mni152', '--res', 32, '--out', out).returncode == 0
     finally: os.close(fd)
     assert out.is_file() and not dead.exists() and live.exists() and other.exists()
+
+
+def test_both_datasets_follow_one_protocol():
+    "The in-memory SliceData and the store's lazy StoreData are both `Slices`, with the same answers for the same slices."
+    from mri_diffusion_nb.data import Slices, mni152_slices
+    from mri_diffusion_nb.store import open_data
+    mem, disk = mni152_slices(res=32), open_data('mni152', res=32)
+    assert isinstance(mem, Slices) and isinstance(disk, Slices)
+    for d in (mem, disk): assert isinstance(d.subset('train'), Slices) and isinstance(d.train, Slices)
+    assert (len(mem), mem.res, mem.n_classes, mem.class_names) == (len(disk), disk.res, disk.n_classes, disk.class_names)
+    assert mem.split == disk.split and mem.labels.tolist() == disk.labels.tolist()
