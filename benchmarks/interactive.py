@@ -45,10 +45,11 @@ def widgets() -> dict:
     r['sampling_full_grid_s'] = time.perf_counter() - t
     g = sw.children[0].children[0]
     r['sampling_guidance_move_s'] = moves(lambda v: setattr(g, 'value', v), [0.0, 3.0, 5.0, 9.0])
-    time.sleep(0.1)
+    sw.refiner.stop()
     sw2 = sampling_widget(dm, guidance_method='apg')
     pick = sw2.children[1].children[2]
     r['sampling_method_pick_s'] = moves(lambda v: setattr(pick, 'value', v), ['cfg', 'rescale', 'interval'])
+    sw2.refiner.stop()
     x0 = mni152_slices(res=64).images[60]
     tw = timestep_widget(x0)
     sl = tw.children[1]  # the t slider

@@ -95,6 +95,28 @@ def cmd_data(a)->int:
           f"field of view {st['fov_mm']:g} mm, {len(set(data.subjects))} subjects, {time.time()-t0:.1f} s)")
     return 0
 
+# %% ../nbs/30_cli.ipynb #91afee9e
+def _data_label_options(d):
+    "`data`: how slices get their classes."
+    d.add_argument('--labels', help='CSV of classes per subject (folders only)')
+    d.add_argument('--label-column', default='class',
+                   help="CSV column with the class or number (default 'class'; IXI: AGE)")
+    d.add_argument('--subject-column', default='subject', help="CSV column with the subject id (default 'subject')")
+    d.add_argument('--bins', help='numeric bin edges for --label-column, e.g. 40,60 for three age groups')
+    d.add_argument('--classes', default='auto', choices=['auto', 'level', 'tumour', 'csv'],
+                   help='label rule (default auto: csv if --labels, tumour if seg maps, else level)')
+    d.add_argument('--tumour-mm2', type=float, default=100.,
+                   help='tumour class when the seg covers at least this area of a slice (default 100 mm²)')
+    d.add_argument('--n-classes', type=int, default=4,
+                   help='anatomical-level classes when no CSV or seg maps (default 4)')
+
+def _data_geometry_options(d):
+    "`data`: the pixel grid in millimetres."
+    d.add_argument('--res', type=int, default=64, help='image size in pixels, 8 to 1024 (default 64)')
+    d.add_argument('--fov-mm', type=float, default=240., help='field of view across the image, mm (default 240)')
+    d.add_argument('--pixel-mm', type=float, help='pixel size in mm (sets the field of view to pixel-mm x res)')
+    d.add_argument('--slice-mm', type=float, default=1., help='spacing between slices, mm (default 1)')
+
 # %% ../nbs/30_cli.ipynb #25351476
 def _data_parser(sub):
     "The `data` subcommand's options."
@@ -106,21 +128,8 @@ def _data_parser(sub):
     d.add_argument('--exclude', action='append', help='glob of files to leave out (repeatable)')
     d.add_argument('--modality', choices=['t1', 't1ce', 't2', 'flair'],
                    help='BraTS-style folder: the contrast to slice')
-    d.add_argument('--labels', help='CSV of classes per subject (folders only)')
-    d.add_argument('--label-column', default='class',
-                   help="CSV column with the class or number (default 'class'; IXI: AGE)")
-    d.add_argument('--subject-column', default='subject', help="CSV column with the subject id (default 'subject')")
-    d.add_argument('--bins', help='numeric bin edges for --label-column, e.g. 40,60 for three age groups')
-    d.add_argument('--classes', default='auto', choices=['auto', 'level', 'tumour', 'csv'],
-                   help='label rule (default auto: csv if --labels, tumour if seg maps, else level)')
-    d.add_argument('--tumour-mm2', type=float, default=100.,
-                   help='tumour class when the seg covers at least this area of a slice (default 100 mm²)')
-    d.add_argument('--res', type=int, default=64, help='image size in pixels, 8 to 1024 (default 64)')
-    d.add_argument('--fov-mm', type=float, default=240., help='field of view across the image, mm (default 240)')
-    d.add_argument('--pixel-mm', type=float, help='pixel size in mm (sets the field of view to pixel-mm x res)')
-    d.add_argument('--slice-mm', type=float, default=1., help='spacing between slices, mm (default 1)')
-    d.add_argument('--n-classes', type=int, default=4,
-                   help='anatomical-level classes when no CSV or seg maps (default 4)')
+    _data_label_options(d)
+    _data_geometry_options(d)
     d.add_argument('--val-every', type=int, default=5,
                    help='template or single file: every k-th slice held out (default 5)')
     d.add_argument('--val-frac', type=float, default=0.2, help='folder: share of subjects held out (default 0.2)')
@@ -158,19 +167,9 @@ def cmd_train(a)->int:
           f"sample with: mri-diffusion sample --model {run_dir} --out DIR")
     return 0
 
-# %% ../nbs/30_cli.ipynb #0a40ca35
-PRESET_NAMES = ('tiny', 'demo', 'paper', 'weak')  # training's TRAIN_PRESETS, named here so that --help needs no torch
-
-def _train_parser(sub):
-    "The `train` subcommand's options."
-    t = sub.add_parser('train', help='train a class-conditional U-Net with classifier-free guidance')
-    t.add_argument('--preset', choices=PRESET_NAMES,
-                   help='tiny (tests, 32 px; the default), demo (CPU, 64 px), paper (GPU, 256 px), '
-                        'weak (64 px: autoguidance partner of demo)')
-    t.add_argument('--data', help="slice store or cache from 'mri-diffusion data', or 'mni152' (default)")
-    t.add_argument('--out', required=True, help='run directory')
-    t.add_argument('--resume', action='store_true',
-                   help='continue the run in --out (also a moved or copied one) from its last complete checkpoint')
+# %% ../nbs/30_cli.ipynb #5e4802a8
+def _train_optimisation_options(t):
+    "`train`: steps, batch, learning rate, precision and regularisation (default: the preset's)."
     t.add_argument('--steps', type=int, help='total optimizer steps (default from the preset)')
     t.add_argument('--batch-size', type=int, help='images per process per micro-step (paper: 16, fits a 40 GB GPU)')
     t.add_argument('--grad-accum', type=int,
@@ -187,6 +186,21 @@ def _train_parser(sub):
                    help="dropout in the U-Net's ResNet blocks (default: the preset's; paper 0.1)")
     t.add_argument('--augment', action=argparse.BooleanOptionalAction, default=None,
                    help="small affine and intensity jitter (default: the preset's)")
+
+# %% ../nbs/30_cli.ipynb #0a40ca35
+PRESET_NAMES = ('tiny', 'demo', 'paper', 'weak')  # training's TRAIN_PRESETS, named here so that --help needs no torch
+
+def _train_parser(sub):
+    "The `train` subcommand's options."
+    t = sub.add_parser('train', help='train a class-conditional U-Net with classifier-free guidance')
+    t.add_argument('--preset', choices=PRESET_NAMES,
+                   help='tiny (tests, 32 px; the default), demo (CPU, 64 px), paper (GPU, 256 px), '
+                        'weak (64 px: autoguidance partner of demo)')
+    t.add_argument('--data', help="slice store or cache from 'mri-diffusion data', or 'mni152' (default)")
+    t.add_argument('--out', required=True, help='run directory')
+    t.add_argument('--resume', action='store_true',
+                   help='continue the run in --out (also a moved or copied one) from its last complete checkpoint')
+    _train_optimisation_options(t)
     t.add_argument('--ckpt-every', type=int, help='steps between checkpoints')
     t.add_argument('--log-every', type=int, help='steps between metrics.jsonl lines')
     t.add_argument('--sample-every', type=int, help='steps between sample grids, plus one at the end (0: no grids)')
@@ -389,6 +403,20 @@ def _demo_grid(fake, model, path:Path, ncols:int, title:str):
     with atomic_path(path) as tmp: fig.savefig(tmp, format='png')
     plt.close(fig)
 
+# %% ../nbs/30_cli.ipynb #d9cfd60e
+def _demo_evaluate(out:Path, model, fake, guidance:float, sampler:str, dev, progress, log)->dict:
+    "The demo's evaluation against the built-in slices (chapter 24's judge), written to `out/report`."
+    from mri_diffusion_nb.adherence import judge_for
+    from mri_diffusion_nb.data import mni152_slices
+    from mri_diffusion_nb.report import evaluate, write_report
+    real = mni152_slices(res=model.res)
+    clf = judge_for(real, device=dev, progress=progress)   # the shipped classifier where it fits
+    rep = evaluate(real, fake.images, fake.labels, feature='standin', classifier=clf,
+                   group=dict(guidance=guidance, sampler=sampler), progress=False, device=dev)
+    write_report(rep, out/'report')
+    for line in summary_lines(rep): log(line)
+    return rep
+
 # %% ../nbs/30_cli.ipynb #843aa3ce
 def run_demo(out='mri-diffusion-demo', # output folder
              train_first:bool=False, # train a fresh demo-sized model first instead of using the shipped one
@@ -401,10 +429,8 @@ def run_demo(out='mri-diffusion-demo', # output folder
             )->dict:
     "Generate, export and evaluate with the demo model; returns the evaluation report."
     import torch
-    from mri_diffusion_nb.adherence import judge_for
-    from mri_diffusion_nb.data import mni152_slices
     from mri_diffusion_nb.generate import generate
-    from mri_diffusion_nb.report import evaluate, load_fake_dir, write_report
+    from mri_diffusion_nb.report import load_fake_dir
     from mri_diffusion_nb.runtime import as_device
     from mri_diffusion_nb.sampling import load_model
     out, dev = Path(out), as_device(device)
@@ -420,12 +446,7 @@ def run_demo(out='mri-diffusion-demo', # output folder
                f"{model.source}: guidance {guidance:g}, {sampler}-{steps}, one row per class")
     log(f"wrote {r['total']} slices as PNG, NIfTI and DICOM to {out/'samples'} ({r['images_per_s']:.2f} images/s) "
         f"and the grid {out/'grid.png'}")
-    real = mni152_slices(res=model.res)
-    clf = judge_for(real, device=dev, progress=progress)   # chapter 24's judge: the shipped classifier where it fits
-    rep = evaluate(real, fake.images, fake.labels, feature='standin', classifier=clf,
-                   group=dict(guidance=guidance, sampler=f"{sampler}-{steps}"), progress=False, device=dev)
-    write_report(rep, out/'report')
-    for line in summary_lines(rep): log(line)
+    rep = _demo_evaluate(out, model, fake, guidance, f"{sampler}-{steps}", dev, progress, log)
     log(f"wrote {out/'report'/'report.md'}; total {time.time() - t0:.0f} s")
     return rep
 

@@ -728,6 +728,6 @@ def slice_browser(volumes:dict, # name -> `Volume` (or path)
         else: info.value = f"slice {k}: dropped by the brain-content filter"
     pick.observe(_render, 'value')
     sl.observe(_render, 'value')
-    sl.value = vols[pick.value].data.shape[ax]//2
-    _render()
+    n = vols[pick.value].data.shape[ax]
+    sl.max, sl.value = n - 1, n//2  # open on the middle slice (the range first, or the value is clipped to 1)
     return W.VBox([pick, sl, img, info])

@@ -76,6 +76,18 @@ def _read_state_dict(p:Path, what:str)->dict:
     if not isinstance(sd, dict): raise WeightsError(p, f'not a {what} state dict')
     return sd
 
+# %% ../nbs/01_runtime.ipynb #ad6fa64e
+def _try_download(url:str, dest:Path, timeout:float)->str|None:
+    "Download `url` to `dest` (atomically, with a socket timeout); `None` on success, else why it failed."
+    old = socket.getdefaulttimeout()
+    try:
+        socket.setdefaulttimeout(timeout)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(dest) as tmp: torch.hub.download_url_to_file(url, str(tmp), progress=False)
+        return None
+    except Exception as e: return f'download failed: {error_text(e)}'
+    finally: socket.setdefaulttimeout(old)
+
 # %% ../nbs/01_runtime.ipynb #1e933932
 def resolve_weights(what:str, # what the weights are for, e.g. 'Inception-v3 (FID/KID)'
                     filename:str, # the weights file's name
@@ -98,12 +110,6 @@ def resolve_weights(what:str, # what the weights are for, e.g. 'Inception-v3 (FI
     if cached.is_file(): return cached
     why = 'download disabled'
     if download:
-        old = socket.getdefaulttimeout()
-        try:
-            socket.setdefaulttimeout(timeout)
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(cached) as tmp: torch.hub.download_url_to_file(url, str(tmp), progress=False)
-            return cached
-        except Exception as e: why = f'download failed: {error_text(e)}'
-        finally: socket.setdefaulttimeout(old)
+        why = _try_download(url, cached, timeout)
+        if why is None: return cached
     raise WeightsError(cached, f"{what} weights {filename} not available ({why}); download {url} and {where}")

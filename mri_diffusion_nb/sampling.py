@@ -4,8 +4,9 @@
 
 # %% ../nbs/18_sampling.ipynb #f142f72b
 from __future__ import annotations
-import hashlib, json, math, threading, time
+import atexit, hashlib, json, math, threading, time
 from dataclasses import dataclass, field
+from fastcore.basics import patch
 from pathlib import Path
 import numpy as np
 import ipywidgets as W
@@ -365,7 +366,8 @@ class _TwoStage:
     "A grid that answers at once with few steps, then refines in a background thread; `draw(key, steps, ids)` samples."
     def __init__(self, draw, show, n:int, preview_steps:int):
         self.draw, self.show, self.n, self.preview = draw, show, n, preview_steps
-        self.cache, self.want, self.busy = {}, None, threading.Lock()
+        self.cache, self.want, self.busy, self.thread = {}, None, threading.Lock(), None
+        atexit.register(self.stop)  # a process that exits mid-refinement stops it between two images
     def _grid(self, key, steps:int, ids)->tuple:
         t0 = time.time()
         return _grid_png(torch.cat([self.draw(key, steps, i) for i in ids])), time.time() - t0
@@ -379,17 +381,27 @@ class _TwoStage:
         pk = (key[0], self.preview, *key[2:])  # the preview is the grid of that setting at `preview_steps`
         if pk not in self.cache: self.cache[pk] = self._grid(pk, self.preview, [range(self.n)])
         self.show(key, *self.cache[pk], f'preview ({self.preview} steps), refining')
-        threading.Thread(target=self._refine, daemon=True).start()
-    def _refine(self):
-        with self.busy:  # one refining thread at a time, always on the latest setting
-            while (key := self.want) is not None and key not in self.cache:
-                t0, parts = time.time(), []
-                for i in range(self.n):  # image by image, so that a newer move stops it soon
-                    if self.want != key: break
-                    parts.append(self.draw(key, key[1], [i]))
-                else:
-                    self.cache[key] = (_grid_png(torch.cat(parts)), time.time() - t0)
-                    if self.want == key: self.show(key, *self.cache[key], 'done')
+        self.thread = threading.Thread(target=self._refine, daemon=True)
+        self.thread.start()
+
+# %% ../nbs/18_sampling.ipynb #55e8d1db
+@patch
+def stop(self:_TwoStage, timeout:float=30.):
+    "Stop refining (at the next image) and wait for the thread."
+    self.want = None
+    if self.thread is not None: self.thread.join(timeout)
+
+@patch
+def _refine(self:_TwoStage):
+    with self.busy:  # one refining thread at a time, always on the latest setting
+        while (key := self.want) is not None and key not in self.cache:
+            t0, parts = time.time(), []
+            for i in range(self.n):  # image by image, so that a newer move stops it soon
+                if self.want != key: break
+                parts.append(self.draw(key, key[1], [i]))
+            else:
+                self.cache[key] = (_grid_png(torch.cat(parts)), time.time() - t0)
+                if self.want == key: self.show(key, *self.cache[key], 'done')
 
 # %% ../nbs/18_sampling.ipynb #601ea310
 def sampling_widget(model:DiffusionModel, # the model
@@ -420,7 +432,9 @@ def sampling_widget(model:DiffusionModel, # the model
     grid.want = key()
     grid.cache[grid.want] = grid._grid(grid.want, steps, [range(n)])  # the first grid in full, before the widget shows
     show(grid.want, *grid.cache[grid.want], 'done')
-    return W.VBox([W.HBox([gw, sw]), W.HBox([sp, cp, mp]), img, info])
+    box = W.VBox([W.HBox([gw, sw]), W.HBox([sp, cp, mp]), img, info])
+    box.refiner = grid  # `box.refiner.stop()` waits for a refinement in progress
+    return box
 
 # %% ../nbs/18_sampling.ipynb #d7716ba2
 def trajectory_widget(traj:torch.Tensor, # (S, N, 1, H, W): x_t or x̂0 steps from `sample(..., return_trajectory=True)`

@@ -349,6 +349,7 @@ def mni152_store(res:int=64, progress:bool|None=None, **kw)->Path:
         raise
     return out
 
+# %% ../nbs/11_store.ipynb #593b64a5
 def open_data(source='mni152', # 'mni152', a store folder, or a `.safetensors` cache of the first release
               res:int|None=None, # required image size (None: whatever the source holds; 64 for mni152)
               require_res:bool=True, # False: `res` only sizes the built-in template; other data come as stored

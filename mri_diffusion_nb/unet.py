@@ -241,6 +241,16 @@ def train_memory(n_params:int, # parameters
     "Estimated bytes of an AdamW training step: fp32 weights, gradients, moments (and EMA), plus activations."
     return int(n_params*(16 + 4*ema) + overhead*(act_fixed + batch_size*act_per_image))
 
+# %% ../nbs/12_unet.ipynb #c1ee1e44
+def _throughput_batch(m:UNet2DModel, images, labels, batch_size:int, g:torch.Generator)->tuple:
+    "One training batch `(x0, y)` on the model's device: drawn from `images`/`labels`, or random images, null class."
+    dev, r = m.device, m.config.sample_size
+    if images is None: x0 = torch.randn(batch_size, m.config.in_channels, r, r, generator=g)
+    else: x0 = images[torch.randint(0, len(images), (batch_size,), generator=g)]
+    y = (torch.full((batch_size,), null_class(m)) if labels is None
+         else labels[torch.randint(0, len(labels), (batch_size,), generator=g)])
+    return x0.to(dev), y.to(dev)
+
 # %% ../nbs/12_unet.ipynb #c1685459
 def train_throughput(model:UNet2DModel, # the network (a copy is trained; the original is untouched)
                      images:torch.Tensor|None=None, # (N, 1, H, W) training images; random if None
@@ -251,18 +261,14 @@ def train_throughput(model:UNet2DModel, # the network (a copy is trained; the or
                     )->float:
     "Training images per second: AdamW steps on the noise-prediction MSE loss, median step time."
     m = copy.deepcopy(model).train()
-    dev, r = m.device, m.config.sample_size
+    dev = m.device
     bf16 = bf16_native(dev) if bf16 is None else bf16
     opt = torch.optim.AdamW(m.parameters(), 1e-4)
     g = torch.Generator().manual_seed(0)
     times = []
     for i in range(n_steps + 1):
         t0 = time.perf_counter()
-        if images is None: x0 = torch.randn(batch_size, m.config.in_channels, r, r, generator=g)
-        else: x0 = images[torch.randint(0, len(images), (batch_size,), generator=g)]
-        y = (torch.full((batch_size,), null_class(m)) if labels is None
-             else labels[torch.randint(0, len(labels), (batch_size,), generator=g)])
-        x0, y = x0.to(dev), y.to(dev)
+        x0, y = _throughput_batch(m, images, labels, batch_size, g)
         noise, ab = torch.randn_like(x0), torch.rand(batch_size, 1, 1, 1, device=dev)
         xt = ab.sqrt()*x0 + (1 - ab).sqrt()*noise
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
