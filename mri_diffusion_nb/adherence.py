@@ -71,6 +71,18 @@ def class_adherence(classifier:SliceClassifier, # a trained classifier
     return dict(accuracy=float((pred == labels).double().mean()), n=len(labels), per_class=per, confusion=conf.tolist(),
                 class_names=names)
 
+# %% ../nbs/24_adherence.ipynb #3b570895
+def _classifier_step(model:SliceClassifier, opt, sched, tr, batch_size:int, use_augment:bool, g:torch.Generator, dev):
+    "One optimisation step on a random (augmented) batch of the training slices `tr`."
+    i = torch.randint(len(tr), (min(batch_size, len(tr)),), generator=g)
+    x, y = torch.as_tensor(tr.images[i]).float().to(dev), torch.as_tensor(tr.labels[i]).to(dev)
+    if use_augment: x = augment(x, generator=g)
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    sched.step()
+
 # %% ../nbs/24_adherence.ipynb #d2fcda74
 def train_classifier(data:SliceData, # real slices (in memory or a lazy store): trains on 'train', scores 'val'
                      steps:int=200, # optimisation steps
@@ -92,14 +104,7 @@ def train_classifier(data:SliceData, # real slices (in memory or a lazy store): 
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     for _ in tqdm(range(steps), desc='classifier', disable=not progress, leave=False):
-        i = torch.randint(len(tr), (min(batch_size, len(tr)),), generator=g)
-        x, y = torch.as_tensor(tr.images[i]).float().to(dev), torch.as_tensor(tr.labels[i]).to(dev)
-        if use_augment: x = augment(x, generator=g)
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
+        _classifier_step(model, opt, sched, tr, batch_size, use_augment, g, dev)
     model.info = dict(train_accuracy=class_adherence(model, tr.images, tr.labels)['accuracy'], steps=steps,
                       batch_size=batch_size, seed=seed, n_train=len(tr), n_val=len(va), augment=use_augment,
                       res=data.res)

@@ -417,6 +417,23 @@ def _demo_evaluate(out:Path, model, fake, guidance:float, sampler:str, dev, prog
     for line in summary_lines(rep): log(line)
     return rep
 
+# %% ../nbs/30_cli.ipynb #6d0d0130
+def _demo_generate(out:Path, model, per_class:int, guidance:float, sampler:str, steps:int, seed:int, progress, log):
+    "The demo's samples as PNG, NIfTI and DICOM in `out/samples`, and its grid; returns them as read back from disk."
+    import torch
+    from mri_diffusion_nb.generate import generate
+    from mri_diffusion_nb.report import load_fake_dir
+    n = per_class*model.n_classes
+    classes = torch.arange(model.n_classes).repeat_interleave(per_class)
+    r = generate(model, out/'samples', n=n, classes=classes, guidance=guidance, sampler=sampler, steps=steps, seed=seed,
+                 formats=('png', 'nifti', 'dicom'), batch_size=n, progress=progress, autocast=True)
+    fake = load_fake_dir(out/'samples', class_names=model.class_names, progress=False)
+    _demo_grid(fake, model, out/'grid.png', per_class,
+               f"{model.source}: guidance {guidance:g}, {sampler}-{steps}, one row per class")
+    log(f"wrote {r['total']} slices as PNG, NIfTI and DICOM to {out/'samples'} ({r['images_per_s']:.2f} images/s) "
+        f"and the grid {out/'grid.png'}")
+    return fake
+
 # %% ../nbs/30_cli.ipynb #843aa3ce
 def run_demo(out='mri-diffusion-demo', # output folder
              train_first:bool=False, # train a fresh demo-sized model first instead of using the shipped one
@@ -428,24 +445,13 @@ def run_demo(out='mri-diffusion-demo', # output folder
              log=print, # where to report
             )->dict:
     "Generate, export and evaluate with the demo model; returns the evaluation report."
-    import torch
-    from mri_diffusion_nb.generate import generate
-    from mri_diffusion_nb.report import load_fake_dir
     from mri_diffusion_nb.runtime import as_device
     from mri_diffusion_nb.sampling import load_model
     out, dev = Path(out), as_device(device)
     if out.exists() and not out.is_dir(): raise UsageError(f"{out}: is a file, --out needs a folder")
     t0 = time.time()
     model = _demo_train(out/'run', train_steps, dev, progress, log) if train_first else load_model('demo', device=dev)
-    n = per_class*model.n_classes
-    classes = torch.arange(model.n_classes).repeat_interleave(per_class)
-    r = generate(model, out/'samples', n=n, classes=classes, guidance=guidance, sampler=sampler, steps=steps, seed=seed,
-                 formats=('png', 'nifti', 'dicom'), batch_size=n, progress=progress, autocast=True)
-    fake = load_fake_dir(out/'samples', class_names=model.class_names, progress=False)
-    _demo_grid(fake, model, out/'grid.png', per_class,
-               f"{model.source}: guidance {guidance:g}, {sampler}-{steps}, one row per class")
-    log(f"wrote {r['total']} slices as PNG, NIfTI and DICOM to {out/'samples'} ({r['images_per_s']:.2f} images/s) "
-        f"and the grid {out/'grid.png'}")
+    fake = _demo_generate(out, model, per_class, guidance, sampler, steps, seed, progress, log)
     rep = _demo_evaluate(out, model, fake, guidance, f"{sampler}-{steps}", dev, progress, log)
     log(f"wrote {out/'report'/'report.md'}; total {time.time() - t0:.0f} s")
     return rep

@@ -528,6 +528,16 @@ def folder_settings(folder, res=64, axis='axial', fov_mm=FOV_MM, slice_mm=SLICE_
                 n_classes=n_classes, tumour_mm2=float(tumour_mm2), val_frac=val_frac, seed=seed,
                 **{k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()})
 
+# %% ../nbs/10_data.ipynb #a41a9b62
+def _folder_dataset(parts:list, names:list, val:set, settings:dict)->SliceData:
+    "One `SliceData` from the subjects' slices (`parts`: (job, slices) pairs), subjects in `val` held out."
+    cat = lambda k, dt: torch.from_numpy(np.concatenate([r[k] for _, r in parts]).astype(dt))
+    per_slice = lambda f: [f(j) for j, r in parts for _ in range(len(r['x']))]
+    return SliceData(torch.cat([r['x'] for _, r in parts]), cat('labels', np.int64),
+                     per_slice(lambda j: j['subject']), names,
+                     per_slice(lambda j: 'val' if j['subject'] in val else 'train'),
+                     settings, cat('slice_index', np.int64), cat('level', np.float32))
+
 # %% ../nbs/10_data.ipynb #53ac5383
 def folder_slices(folder, # a folder of volumes
                   labels_csv=None, # optional CSV; without it, classes are tumour (seg maps) or anatomical levels
@@ -557,11 +567,7 @@ def folder_slices(folder, # a folder of volumes
     if not parts: raise DataError(folder, f'no usable volume ({len(skipped)} skipped)')
     val = split_subjects([j['subject'] for j, _ in parts], [j['cls'] for j, _ in parts] if label == 'csv' else None,
                          val_frac, seed)
-    cat = lambda k, dt: torch.from_numpy(np.concatenate([r[k] for _, r in parts]).astype(dt))
-    return SliceData(torch.cat([r['x'] for _, r in parts]), cat('labels', np.int64),
-                     [j['subject'] for j, r in parts for _ in range(len(r['x']))], names,
-                     ['val' if j['subject'] in val else 'train' for j, r in parts for _ in range(len(r['x']))],
-                     dict(s, skipped=skipped), cat('slice_index', np.int64), cat('level', np.float32))
+    return _folder_dataset(parts, names, val, dict(s, skipped=skipped))
 
 # %% ../nbs/10_data.ipynb #a11db9e4
 def slice_job(job:dict, # from `plan_folder` (or a single volume: subject, image)
@@ -699,6 +705,12 @@ def _browser_prep(v:Volume, ax:int, min_brain:float)->tuple:
     area = fg.sum(axis=tuple(i for i in range(3) if i != ax))
     return norm, np.flatnonzero(area >= min_brain*area.max())
 
+def _slice_info(k:int, keep:np.ndarray, n_classes:int, axis:str)->str:
+    "What the slice browser says of slice `k`: kept by the brain-content filter, and its level class, or dropped."
+    if k not in keep: return f"slice {k}: dropped by the brain-content filter"
+    c = level_labels(np.array([(k - keep.min())/max(keep.max() - keep.min(), 1)]), n_classes)[0]
+    return f"slice {k}: kept, class {c} ({level_names(n_classes, axis)[c]})"
+
 # %% ../nbs/10_data.ipynb #d1d11e5c
 def slice_browser(volumes:dict, # name -> `Volume` (or path)
                   res:int=128, # display size
@@ -721,11 +733,7 @@ def slice_browser(volumes:dict, # name -> `Volume` (or path)
         k = min(sl.value, sl.max)
         im = square_resize(torch.from_numpy(_to_image(np.take(norm, k, axis=ax), ax))[None], res)[0]
         img.value = to_png(im, scale=max(1, 256//res))
-        if k in keep:
-            lv = (k - keep.min())/max(keep.max() - keep.min(), 1)
-            info.value = (f"slice {k}: kept, class {level_labels(np.array([lv]), n_classes)[0]} "
-                          f"({level_names(n_classes, axis)[level_labels(np.array([lv]), n_classes)[0]]})")
-        else: info.value = f"slice {k}: dropped by the brain-content filter"
+        info.value = _slice_info(k, keep, n_classes, axis)
     pick.observe(_render, 'value')
     sl.observe(_render, 'value')
     n = vols[pick.value].data.shape[ax]

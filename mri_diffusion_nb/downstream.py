@@ -95,6 +95,17 @@ def _protocol(width, res, steps, batch_size, n_tr, n_va, n_fake, real, seeds, fr
                 real_source=str(getattr(real, 'settings', {}).get('source', '')),
                 fake_source=str(fake) if isinstance(fake, (str, Path)) else 'in memory', seconds=round(seconds, 1))
 
+# %% ../nbs/28_downstream.ipynb #a59a89aa
+def _utility_run(name:str, f:float, syn:bool, seed:int, xtr, ytr, xf, yf, xva, yva, n_classes:int, steps:int,
+                 batch_size:int, width:int, device:str)->dict:
+    "One run: a classifier trained on a share `f` of the real training slices (plus the generated if `syn`), tested."
+    idx = torch.as_tensor(stratified_subset(ytr.numpy(), f, seed) if f > 0 else np.zeros(0, dtype=np.int64))
+    x, y = torch.cat([xtr[idx]] + ([xf] if syn else [])), torch.cat([ytr[idx]] + ([yf] if syn else []))
+    m = fit_classifier(x, y, n_classes, steps, batch_size, width=width, seed=seed, device=device)
+    k, n = accuracy(m, xva, yva)
+    return dict(condition=name, fraction=f, synthetic=syn, seed=seed, n_real=len(idx),
+                n_synthetic=len(xf) if syn else 0, correct=k, n_test=n, accuracy=k/n)
+
 # %% ../nbs/28_downstream.ipynb #5667f4ab
 def utility_experiment(real, # real slices: 'mni152', a store folder, a cache file or a loaded dataset (train/val split)
                        fake, # generated slices: a `mri-diffusion sample` folder, or (images, labels)
@@ -117,12 +128,8 @@ def utility_experiment(real, # real slices: 'mni152', a store folder, a cache fi
     runs, t0 = [], time.time()
     todo = [(c, s) for c in conditions(fractions) for s in seeds]
     for (name, f, syn), seed in tqdm(todo, desc='utility', disable=not progress, leave=False):
-        idx = torch.as_tensor(stratified_subset(ytr.numpy(), f, seed) if f > 0 else np.zeros(0, dtype=np.int64))
-        x, y = torch.cat([xtr[idx]] + ([xf] if syn else [])), torch.cat([ytr[idx]] + ([yf] if syn else []))
-        m = fit_classifier(x, y, real.n_classes, steps, batch_size, width=width, seed=seed, device=device)
-        k, n = accuracy(m, xva, yva)
-        runs.append(dict(condition=name, fraction=f, synthetic=syn, seed=seed, n_real=len(idx),
-                         n_synthetic=len(xf) if syn else 0, correct=k, n_test=n, accuracy=k/n))
+        runs.append(_utility_run(name, f, syn, seed, xtr, ytr, xf, yf, xva, yva, real.n_classes, steps, batch_size,
+                                 width, device))
     proto = _protocol(width, res, steps, batch_size, len(tr), len(va), len(xf), real, seeds, fractions, fake,
                       time.time() - t0)
     return dict(format=UTILITY_FORMAT, protocol=proto, runs=runs)

@@ -338,6 +338,26 @@ def _write_image(out:Path, im:torch.Tensor, i:int, c:int, meta:dict, class_names
                                 sop_uid=generate_uid(entropy_srcs=[meta['run_id'], 'sop', str(i)]))
     return _manifest_row(i, c, meta, class_names)
 
+# %% ../nbs/19_generate.ipynb #5ea98498
+def _generate_share(model, out, s, class_of, meta, done, rank, world, n, batch_size, progress, stop_after,
+                    guidance, sampler, seed, eta, net_batch, autocast, guidance_method)->tuple:
+    "Sample and write this process's missing images batch by batch: `(made, seconds)`, seconds `None` if stopped."
+    todo = (i for i in range(rank, n, world) if i not in done)
+    bar = tqdm(total=len(range(rank, n, world)), initial=len(done), desc='images',
+               disable=None if progress is None else not progress)
+    t0, made = time.time(), 0
+    for k, ids in enumerate(iter(lambda: [i for _, i in zip(range(batch_size), todo)], [])):
+        if stop_after is not None and k >= stop_after: return made, None
+        imgs = sample(model, classes=[class_of(i) for i in ids], ids=ids, guidance=guidance, sampler=sampler,
+                      steps=s['steps'], seed=seed, eta=eta, batch_size=batch_size, net_batch=net_batch,
+                      autocast=autocast, guidance_method=guidance_method)
+        _append(out/f'.manifest-r{rank}.csv',
+                [_write_image(out, im, i, class_of(i), meta, model.class_names) for i, im in zip(ids, imgs[:, 0])])
+        made += len(ids)
+        bar.update(len(ids))
+    bar.close()
+    return made, time.time() - t0
+
 # %% ../nbs/19_generate.ipynb #31a86d19
 def generate(model:DiffusionModel, out, # the model; the output folder
              n:int=16, classes=None, # number of images; a class index, a list of n, or None for all classes in turn
@@ -361,22 +381,9 @@ def generate(model:DiffusionModel, out, # the model; the output folder
     with ExitStack() as stack:
         meta = _open_run(stack, out, s, run_id, merge, rank, bcast)
         done = _done(out, _salvage_rows(out/'manifest.csv'), s, class_of, mine=lambda i: i % world == rank)
-        todo = (i for i in range(rank, n, world) if i not in done)
-        bar = tqdm(total=len(range(rank, n, world)), initial=len(done), desc='images',
-                   disable=None if progress is None else not progress)
-        t0, made = time.time(), 0
-        for k, ids in enumerate(iter(lambda: [i for _, i in zip(range(batch_size), todo)], [])):
-            if stop_after is not None and k >= stop_after:
-                return dict(out=str(out), written=made, total=None, complete=False)
-            imgs = sample(model, classes=[class_of(i) for i in ids], ids=ids, guidance=guidance, sampler=sampler,
-                          steps=s['steps'], seed=seed, eta=eta, batch_size=batch_size, net_batch=net_batch,
-                          autocast=autocast, guidance_method=guidance_method)
-            _append(out/f'.manifest-r{rank}.csv',
-                    [_write_image(out, im, i, class_of(i), meta, model.class_names) for i, im in zip(ids, imgs[:, 0])])
-            made += len(ids)
-            bar.update(len(ids))
-        bar.close()
-        dt = time.time() - t0
+        made, dt = _generate_share(model, out, s, class_of, meta, done, rank, world, n, batch_size, progress,
+                                   stop_after, guidance, sampler, seed, eta, net_batch, autocast, guidance_method)
+        if dt is None: return dict(out=str(out), written=made, total=None, complete=False)
         barrier()
         total = bcast(merge() if rank == 0 else None)
     return dict(out=str(out), written=made, total=total, complete=total == n, seconds=dt,

@@ -164,6 +164,19 @@ def audit_reference(train, # (M, 1, H, W) training slices: a tensor or a lazy st
     return dict(train=tv, held_out=_unit(hi) if len(hi) else hi.flatten(1), held_out_train_corr=hc, max_shift=max_shift,
                 res=res, size=tuple(train.shape[-2:]), n_train=len(tv), n_held_out=len(hi))
 
+# %% ../nbs/23_memorization.ipynb #b99061d1
+def _audit_summary(fake, ref:dict, ms:int, res:int, q:float, tau:float, tc, vc, hc)->dict:
+    "The audit's summary numbers and their definition, from the nearest-train (`tc`), held-out (`vc`) correlations."
+    return dict(n_fake=len(fake), n_train=ref['n_train'], n_held_out=ref['n_held_out'], max_shift=ms,
+                res=min(res, ref['size'][-1]), q=q, threshold=tau, closer_share=float((tc > tau).double().mean()),
+                expected_for_real=round(1 - q, 4), closer_to_train_than_held_out=float((tc > vc).double().mean()),
+                median_train_corr=float(tc.median()), median_held_out_train_corr=float(hc.median()),
+                definition=("Pearson correlation over the pixels of images downsampled to "
+                            f"{min(res, ref['size'][-1])} px, max over shifts <= {ms} px; "
+                            "closer_share = share of samples whose nearest-training correlation exceeds the "
+                            f"{q:g}-quantile of held-out real slices' nearest-training correlations "
+                            f"(about {1 - q:g} for real held-out data); exact search, chunked"))
+
 # %% ../nbs/23_memorization.ipynb #fdc2780b
 def memorization_audit(fake, # (N, 1, H, W) synthetic slices
                        train=None, # (M, 1, H, W) training slices (not needed with `reference`)
@@ -186,15 +199,7 @@ def memorization_audit(fake, # (N, 1, H, W) synthetic slices
     tc, ti, ts = (t[:, 0].cpu() for t in top_correlations(fi, ref['train'], ms))
     vc, vi, _ = (t[:, 0].cpu() for t in top_correlations(fi, ref['held_out'], ms))
     tau = float(torch.quantile(hc.double(), q))
-    summary = dict(n_fake=len(fake), n_train=ref['n_train'], n_held_out=ref['n_held_out'], max_shift=ms,
-                   res=min(res, ref['size'][-1]), q=q, threshold=tau, closer_share=float((tc > tau).double().mean()),
-                   expected_for_real=round(1 - q, 4), closer_to_train_than_held_out=float((tc > vc).double().mean()),
-                   median_train_corr=float(tc.median()), median_held_out_train_corr=float(hc.median()),
-                   definition=("Pearson correlation over the pixels of images downsampled to "
-                               f"{min(res, ref['size'][-1])} px, max over shifts <= {ms} px; "
-                               "closer_share = share of samples whose nearest-training correlation exceeds the "
-                               f"{q:g}-quantile of held-out real slices' nearest-training correlations "
-                               f"(about {1 - q:g} for real held-out data); exact search, chunked"))
+    summary = _audit_summary(fake, ref, ms, res, q, tau, tc, vc, hc)
     return dict(train_idx=ti, train_corr=tc, train_shift=_shifts(ms)[ts], held_out_idx=vi, held_out_corr=vc,
                 held_out_train_corr=hc, summary=summary)
 

@@ -371,6 +371,19 @@ def _table(rows:dict)->list:
                    f"{_num(s['auc'])} |")
     return out
 
+# %% ../nbs/27_reader_study.ipynb #9400bdd6
+def _protocol_lines(p:dict)->list:
+    "The Markdown bullet list of the reader study's protocol."
+    return [f"- study `{p['study']}`: {p['n_images']} images ({p['n_real']} real, {p['n_synthetic']} synthetic), "
+            f"blinded order seed {p['order_seed']}",
+            f"- image size {p['image_size']}x{p['image_size']} px, shown at {p['display_px']} px (nearest neighbour), "
+            "same 8-bit scaling for both kinds",
+            f"- classes balanced between kinds: {', '.join(p['class_names'])}",
+            f"- real slices: {p['real_source']}; generated: {p['fake_source']}",
+            f"- readers ({len(p['readers'])}): "
+            + ', '.join(f"{r['reader']} ({r['answered']} answered, saved {r['saved_at']})" for r in p['readers']),
+            "- positive class for sensitivity/specificity/AUC: synthetic; AUC from confidence signed by the answer"]
+
 # %% ../nbs/27_reader_study.ipynb #b8ba5322
 def score_markdown(rep:dict)->str:
     "The reader-study report as Markdown, protocol first."
@@ -380,18 +393,9 @@ def score_markdown(rep:dict)->str:
                '(which is not proof that they cannot; a small study has little power)' if lo <= 0.5 <= hi else
                'the interval excludes 50 %: readers '
                + ('told real from synthetic better than chance' if lo > 0.5 else 'were systematically wrong'))
-    L = ['# Reader study: real or synthetic?', '', '## Protocol', '',
-         f"- study `{p['study']}`: {p['n_images']} images ({p['n_real']} real, {p['n_synthetic']} synthetic), "
-         f"blinded order seed {p['order_seed']}",
-         f"- image size {p['image_size']}x{p['image_size']} px, shown at {p['display_px']} px (nearest neighbour), "
-         "same 8-bit scaling for both kinds",
-         f"- classes balanced between kinds: {', '.join(p['class_names'])}",
-         f"- real slices: {p['real_source']}; generated: {p['fake_source']}",
-         f"- readers ({len(p['readers'])}): "
-         + ', '.join(f"{r['reader']} ({r['answered']} answered, saved {r['saved_at']})" for r in p['readers']),
-         "- positive class for sensitivity/specificity/AUC: synthetic; AUC from confidence signed by the answer", '',
-         '## Real or synthetic', ''] + _table({'pooled': rep['pooled'],
-                                               **{f'reader {q}': s for q, s in rep['readers'].items()}})
+    L = (['# Reader study: real or synthetic?', '', '## Protocol', ''] + _protocol_lines(p)
+         + ['', '## Real or synthetic', ''] + _table({'pooled': rep['pooled'],
+                                                     **{f'reader {q}': s for q, s in rep['readers'].items()}}))
     L += ['', f"Pooled accuracy {_pct(rep['pooled']['accuracy'])}: {verdict}. "
           'The pooled row treats answers of different readers to the same image as independent; '
           'quote the per-reader rows.', '', '## Per class', ''] + _table(rep['per_class'])
@@ -404,6 +408,21 @@ def score_markdown(rep:dict)->str:
                  f"κ = {_num(ag['kappa'])}"
                  + (f"; all readers agree on {_pct(ag.get('all_agree'))} of them." if 'all_agree' in ag else '.'), '']
     return '\n'.join(L + ['Figure: `scores.png` (accuracy with Wilson intervals, ROC curves, plausibility).', ''])
+
+# %% ../nbs/27_reader_study.ipynb #1cf4f833
+def _roc_panel(ax, rep:dict, groups:dict):
+    "Draw the ROC curves from signed confidence, per reader and pooled, with their AUCs on `ax`."
+    for q in [*rep['readers'], None]:
+        rr = [r for r in rep['items'] if r['answer'] and r['confidence'] and (q is None or r['reader'] == q)]
+        fpr, tpr = roc_curve([r['confidence']*(1 if r['answer'] == 'synthetic' else -1) for r in rr],
+                             [r['truth'] == 'synthetic' for r in rr])
+        ax.plot(fpr, tpr, 'k-' if q is None else '-', lw=2 if q is None else 1,
+                label=f"{q or 'pooled'} (AUC {_num(groups[f'reader {q}' if q else 'pooled']['auc'], 2)})")
+    ax.plot([0, 1], [0, 1], ls='--', c='grey')
+    ax.set_xlabel('false-positive rate (real called synthetic)')
+    ax.set_ylabel('true-positive rate')
+    ax.set_title('ROC from signed confidence')
+    ax.legend(fontsize=8, loc='lower right')
 
 # %% ../nbs/27_reader_study.ipynb #e2423f60
 def plot_scores(rep:dict, # from `score_study`
@@ -422,17 +441,7 @@ def plot_scores(rep:dict, # from `score_study`
     ax[0].set_ylabel('accuracy')
     ax[0].legend(loc='lower right')
     ax[0].set_title('Real or synthetic: accuracy (95 % Wilson)')
-    for q in [*rep['readers'], None]:
-        rr = [r for r in rep['items'] if r['answer'] and r['confidence'] and (q is None or r['reader'] == q)]
-        fpr, tpr = roc_curve([r['confidence']*(1 if r['answer'] == 'synthetic' else -1) for r in rr],
-                             [r['truth'] == 'synthetic' for r in rr])
-        ax[1].plot(fpr, tpr, 'k-' if q is None else '-', lw=2 if q is None else 1,
-                   label=f"{q or 'pooled'} (AUC {_num(groups[f'reader {q}' if q else 'pooled']['auc'], 2)})")
-    ax[1].plot([0, 1], [0, 1], ls='--', c='grey')
-    ax[1].set_xlabel('false-positive rate (real called synthetic)')
-    ax[1].set_ylabel('true-positive rate')
-    ax[1].set_title('ROC from signed confidence')
-    ax[1].legend(fontsize=8, loc='lower right')
+    _roc_panel(ax[1], rep, groups)
     pl = rep['plausibility']
     for j, t in enumerate(('real', 'synthetic')):
         ax[2].bar(np.arange(1, 6) + (j - 0.5)*0.38, pl[t]['counts'], 0.38, label=f"{t} (mean {_num(pl[t]['mean'], 2)})")
@@ -483,6 +492,19 @@ def _answers_doc(pub:dict, reader:str, ims:list, answers:dict)->dict:
     return dict(format=ANSWERS_FORMAT, study=pub['id'], reader=reader, saved_at=time.strftime('%Y-%m-%dT%H:%M:%S%z'),
                 answers=[dict(image=i['id'], **answers.get(i['id'], {})) for i in ims])
 
+# %% ../nbs/27_reader_study.ipynb #08533c35
+def _show_item(folder:Path, ims:list, i:int, answers:dict, busy:list, scale:int, img, controls:tuple, status):
+    "Show image `i` with its stored answers in the controls (`busy` mutes their observers) and the progress line."
+    kind, conf, plaus, note = controls
+    busy[0] = True
+    a = answers.get(ims[i]['id'], {})
+    img.value = _big_png(folder/ims[i]['src'], scale)
+    kind.value, conf.value, plaus.value, note.value = (a.get('answer'), a.get('confidence'), a.get('plausibility'),
+                                                       a.get('note', ''))
+    busy[0] = False
+    done = sum(1 for v in answers.values() if v['answer'] and v['confidence'] and v['plausibility'])
+    status.value = f"image {i + 1} of {len(ims)} &middot; {done} answered"
+
 # %% ../nbs/27_reader_study.ipynb #5353fdda
 def mini_study(folder, # a study folder written by `make_study`
                reader:str='NB', # the reader's initials, for the answers document
@@ -496,14 +518,7 @@ def mini_study(folder, # a study folder written by `make_study`
     img, (kind, conf, plaus, note) = W.Image(format='png'), _controls()
     prev, nxt, status = W.Button(description='← previous'), W.Button(description='next →'), W.HTML()
     def show(*_):
-        busy[0] = True
-        a = answers.get(ims[pos[0]]['id'], {})
-        img.value = _big_png(folder/ims[pos[0]]['src'], scale)
-        kind.value, conf.value, plaus.value, note.value = (a.get('answer'), a.get('confidence'), a.get('plausibility'),
-                                                           a.get('note', ''))
-        busy[0] = False
-        done = sum(1 for v in answers.values() if v['answer'] and v['confidence'] and v['plausibility'])
-        status.value = f"image {pos[0] + 1} of {len(ims)} &middot; {done} answered"
+        _show_item(folder, ims, pos[0], answers, busy, scale, img, (kind, conf, plaus, note), status)
     def store(*_):
         if busy[0]: return
         answers[ims[pos[0]]['id']] = dict(answer=kind.value, confidence=conf.value, plausibility=plaus.value,

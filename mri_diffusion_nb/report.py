@@ -135,6 +135,20 @@ def _check_fake(fake_images, res:int)->tuple:
     if len(fake) < 2: raise ValueError(f'evaluate needs at least 2 generated images, got {len(fake)}')
     return _resize(fake, res), tuple(fake.shape[-2:])
 
+# %% ../nbs/25_report.ipynb #46aabc85
+def _real_features(real:SliceData, tr, va, reference:str, nets:dict, kid_subsets:int, kid_subset_size, seed:int,
+                   dev, cache_dir, progress:bool)->dict:
+    "Per feature network: the real reference split's features and (reference 'train') the real-vs-real floor."
+    feats = {}
+    for name in ('main', 'standin'):
+        if nets[name] is None: continue
+        fr = extract_features({'train': tr, 'val': va, 'all': real}[reference].images, nets[name], cache_dir=cache_dir,
+                              progress=progress)
+        fl = (fid_kid(fr, extract_features(va.images, nets[name], cache_dir=cache_dir), kid_subsets, kid_subset_size,
+                      seed, dev) if reference == 'train' and len(va) >= 2 else None)
+        feats[name] = dict(net=nets[name], ref=fr, floor=fl)
+    return feats
+
 # %% ../nbs/25_report.ipynb #84f26c71
 def real_reference(real:SliceData, # real slices with a train/val split (in memory or a lazy store)
                    feature:str='inception', weights=None, download:bool=True, # feature network (`feature_extractor`)
@@ -154,14 +168,8 @@ def real_reference(real:SliceData, # real slices with a train/val split (in memo
         raise ValueError(f"reference must be 'train', 'val' or 'all', got {reference!r}")
     dev = as_device(device)
     tr, va = real.train, real.val
-    nets, feats = feature_nets(feature, weights, download, dev, strict), {}
-    for name in ('main', 'standin'):
-        if nets[name] is None: continue
-        fr = extract_features({'train': tr, 'val': va, 'all': real}[reference].images, nets[name], cache_dir=cache_dir,
-                              progress=progress)
-        fl = (fid_kid(fr, extract_features(va.images, nets[name], cache_dir=cache_dir), kid_subsets, kid_subset_size,
-                      seed, dev) if reference == 'train' and len(va) >= 2 else None)
-        feats[name] = dict(net=nets[name], ref=fr, floor=fl)
+    nets = feature_nets(feature, weights, download, dev, strict)
+    feats = _real_features(real, tr, va, reference, nets, kid_subsets, kid_subset_size, seed, dev, cache_dir, progress)
     return dict(feats=feats, reason=nets['reason'], device=dev,
                 diversity=diversity(tr.images, tr.labels, real.class_names, max_pairs, seed, dev),
                 audit=audit_reference(tr.images, va.images, max_shift, audit_res, dev, progress),
@@ -277,6 +285,18 @@ def _versions()->dict:
     except Exception: pass
     return v
 
+# %% ../nbs/25_report.ipynb #e5dfdd86
+def _report_sections(real:SliceData, fake, from_res, fake_labels, classifier, q:float, group, figures:bool,
+                     progress:bool, ctx:dict)->dict:
+    "The report's sections in order: head, FID/KID, memorization, the labelled sections, figures."
+    rep = dict(_report_head(real, fake, from_res, ctx, group), **_fid_section(ctx, fake, progress))
+    aud = _memorization_section(ctx, fake, q, progress)
+    rep['memorization'] = dict(aud['summary'], protocol=aud['summary']['definition'])
+    labels = _check_labels(fake_labels, fake)
+    if labels is not None: rep.update(_labelled_sections(ctx, fake, labels, real, classifier))
+    if figures: rep['_figures'] = _figures(rep, fake, labels, real.train.images, aud, real.class_names)
+    return rep
+
 # %% ../nbs/25_report.ipynb #04fb5e0c
 def evaluate(real:SliceData, # real slices with a train/val split (in memory or a lazy store)
              fake_images:torch.Tensor, # (N, 1, H, W) generated slices in [-1, 1]
@@ -302,13 +322,7 @@ def evaluate(real:SliceData, # real slices with a train/val split (in memory or 
     fake, from_res = _check_fake(fake_images, real.res)
     ctx = context or real_reference(real, feature, weights, download, reference, kid_subsets, kid_subset_size,
                                     max_shift, audit_res, max_pairs, seed, device, strict, cache_dir, progress)
-    rep = dict(_report_head(real, fake, from_res, ctx, group), **_fid_section(ctx, fake, progress))
-    aud = _memorization_section(ctx, fake, q, progress)
-    rep['memorization'] = dict(aud['summary'], protocol=aud['summary']['definition'])
-    labels = _check_labels(fake_labels, fake)
-    if labels is not None: rep.update(_labelled_sections(ctx, fake, labels, real, classifier))
-    if figures: rep['_figures'] = _figures(rep, fake, labels, real.train.images, aud, real.class_names)
-    return rep
+    return _report_sections(real, fake, from_res, fake_labels, classifier, q, group, figures, progress, ctx)
 
 # %% ../nbs/25_report.ipynb #5a0fb920
 def plot_confusion(adherence:dict, # from `class_adherence`
@@ -370,6 +384,20 @@ def _sweep_markdown(reports:list)->str:
                   for r in reports]
     return '\n'.join(lines) + '\n'
 
+# %% ../nbs/25_report.ipynb #1a0208b7
+def _per_class_markdown(r:dict)->list:
+    "Markdown lines of a report's per-class tables: diversity and class adherence, where present."
+    lines = []
+    if 'diversity' in r:
+        lines += ['', '## Diversity (mean pairwise MS-SSIM; lower = more varied)', '', r['diversity']['protocol'], '',
+                  '| class | generated | real | n generated |', '|---|---|---|---|']
+        lines += [f"| {n} | {_fmt(d['fake'])} | {_fmt(d['real'])} | {d['n_fake']} |"
+                  for n, d in r['diversity']['per_class'].items()]
+    if 'class_adherence' in r:
+        lines += ['', '## Class adherence per class', '', '| class | accuracy | n |', '|---|---|---|']
+        lines += [f"| {n} | {_fmt(d['accuracy'])} | {d['n']} |" for n, d in r['class_adherence']['per_class'].items()]
+    return lines
+
 # %% ../nbs/25_report.ipynb #66010f0b
 def report_markdown(report:dict)->str:
     "A report (or a list of them) as Markdown tables, each number beside its protocol."
@@ -393,14 +421,7 @@ def report_markdown(report:dict)->str:
               f"{m['protocol']} |"]
     if 'class_adherence' in r: lines += [f"| class adherence | {_fmt(r['class_adherence']['accuracy'])} | "
                                          f"{r['class_adherence']['protocol']} |"]
-    if 'diversity' in r:
-        lines += ['', '## Diversity (mean pairwise MS-SSIM; lower = more varied)', '', r['diversity']['protocol'], '',
-                  '| class | generated | real | n generated |', '|---|---|---|---|']
-        lines += [f"| {n} | {_fmt(d['fake'])} | {_fmt(d['real'])} | {d['n_fake']} |"
-                  for n, d in r['diversity']['per_class'].items()]
-    if 'class_adherence' in r:
-        lines += ['', '## Class adherence per class', '', '| class | accuracy | n |', '|---|---|---|']
-        lines += [f"| {n} | {_fmt(d['accuracy'])} | {d['n']} |" for n, d in r['class_adherence']['per_class'].items()]
+    lines += _per_class_markdown(r)
     lines += ['', '## Figures', ''] + [f"![{n}]({n}.png)" for n in r.get('_figures', {})]
     lines += ['', '## Setup', '', '```json', json.dumps(_clean(r['protocol']), indent=1), '```']
     return '\n'.join(lines) + '\n'

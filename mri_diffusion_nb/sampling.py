@@ -296,6 +296,19 @@ def weak_unet(g:Guidance, unet:UNet2DModel, weak=None)->UNet2DModel|None:
                          f"does not match the model ({unet.config.sample_size} px, {unet.config.num_class_embeds})")
     return w.to(dev)
 
+# %% ../nbs/18_sampling.ipynb #1a3f7719
+def _labels_and_ids(unet, classes, n, ids)->tuple:
+    "Each image's class label (on the U-Net's device) and its index in the run (image i's noise comes from (seed, i))."
+    y = _as_classes(classes, n, null_class(unet)).to(next(unet.parameters()).device)
+    ids = torch.arange(len(y)) if ids is None else torch.as_tensor(ids).long().flatten().cpu()
+    if len(ids) != len(y): raise ValueError(f"ids has {len(ids)} entries for {len(y)} images")
+    return y, ids
+
+def _net_and_schedule(model, schedule)->tuple:
+    "The U-Net and its noise schedule, from a loaded model or a bare U-Net (with `schedule`, default linear)."
+    if isinstance(model, DiffusionModel): return model.unet, model.schedule
+    return model, schedule or NoiseSchedule()
+
 # %% ../nbs/18_sampling.ipynb #8d1c3494
 @torch.no_grad()
 def sample(model:DiffusionModel|UNet2DModel, # a loaded model (or a bare U-Net with `schedule`)
@@ -317,20 +330,15 @@ def sample(model:DiffusionModel|UNet2DModel, # a loaded model (or a bare U-Net w
            weak=None, # autoguidance's weak model (default: loaded once)
           ):
     "Slices in [-1, 1], on the CPU; image i depends only on (model, seed, i, class, guidance, method, sampler, steps)."
-    unet = model.unet if isinstance(model, DiffusionModel) else model
-    schedule = model.schedule if isinstance(model, DiffusionModel) else (schedule or NoiseSchedule())
+    unet, schedule = _net_and_schedule(model, schedule)
     check_sampling(guidance=guidance, seed=seed, batch_size=batch_size, net_batch=net_batch)
-    dev, g = next(unet.parameters()).device, Guidance.parse(guidance_method)
-    weak = weak_unet(g, unet, weak)
-    y_all = _as_classes(classes, n, null_class(unet)).to(dev)
-    ids = torch.arange(len(y_all)) if ids is None else torch.as_tensor(ids).long().flatten().cpu()
-    if len(ids) != len(y_all): raise ValueError(f"ids has {len(ids)} entries for {len(y_all)} images")
+    weak = weak_unet(g := Guidance.parse(guidance_method), unet, weak)  # autoguidance's partner, or None
+    y_all, ids = _labels_and_ids(unet, classes, n, ids)
     res = [_denoise(unet, schedule, y_all[b:b + batch_size], ids[b:b + batch_size], seed, guidance, sampler, steps,
                     eta, clip, batched_guidance, net_batch, autocast, return_trajectory, progress, g, weak)
            for b in range(0, len(y_all), batch_size)]
     imgs = torch.cat([x.clamp(-1, 1).cpu() for x, _ in res])
-    if not return_trajectory: return imgs
-    return imgs, torch.cat([t[0] for _, t in res], 1), torch.cat([t[1] for _, t in res], 1)
+    return (imgs, *(torch.cat([t[k] for _, t in res], 1) for k in (0, 1))) if return_trajectory else imgs
 
 # %% ../nbs/18_sampling.ipynb #a24d2265
 def grid_sampler(model, # the U-Net being trained (its EMA copy)
@@ -403,6 +411,15 @@ def _refine(self:_TwoStage):
                 self.cache[key] = (_grid_png(torch.cat(parts)), time.time() - t0)
                 if self.want == key: self.show(key, *self.cache[key], 'done')
 
+# %% ../nbs/18_sampling.ipynb #0e5dcbc9
+def _sampling_controls(model:DiffusionModel, guidance:float, steps:int, sampler:str, max_steps:int, method:str)->tuple:
+    "The sampling widget's guidance and steps sliders and its sampler, class and method pickers."
+    return (W.FloatSlider(value=guidance, min=0, max=10, step=0.5, description='guidance', continuous_update=False),
+            W.IntSlider(value=steps, min=1, max=max_steps, description='steps', continuous_update=False),
+            W.Dropdown(options=list(SAMPLERS), value=sampler, description='sampler'),
+            W.Dropdown(options=[(name, i) for i, name in enumerate(model.class_names)], value=0, description='class'),
+            W.Dropdown(options=list(GUIDANCE_METHODS), value=Guidance.parse(method).method, description='method'))
+
 # %% ../nbs/18_sampling.ipynb #601ea310
 def sampling_widget(model:DiffusionModel, # the model
                     n:int=4, # images per grid
@@ -413,11 +430,7 @@ def sampling_widget(model:DiffusionModel, # the model
                     preview_steps:int=4, # a moved control shows this many steps first, then the full grid
                    ):
     "A widget: guidance and steps sliders; sampler, class, guidance-method pickers; a grid of samples at fixed seeds."
-    gw = W.FloatSlider(value=guidance, min=0, max=10, step=0.5, description='guidance', continuous_update=False)
-    sw = W.IntSlider(value=steps, min=1, max=max_steps, description='steps', continuous_update=False)
-    sp = W.Dropdown(options=list(SAMPLERS), value=sampler, description='sampler')
-    cp = W.Dropdown(options=[(name, i) for i, name in enumerate(model.class_names)], value=0, description='class')
-    mp = W.Dropdown(options=list(GUIDANCE_METHODS), value=Guidance.parse(guidance_method).method, description='method')
+    gw, sw, sp, cp, mp = _sampling_controls(model, guidance, steps, sampler, max_steps, guidance_method)
     img, info = W.Image(format='png'), W.HTML()
     def draw(k, steps, ids):
         ids = list(ids)

@@ -11,6 +11,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 import numpy as np
 import torch
+from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .files import FileError, atomic_path, clean_temps, error_text, output_lock
 from .data import (DataError, _stem, folder_settings, level_names, load_cache, mni152_path, plan_folder,
@@ -125,6 +126,14 @@ def build_store(jobs:list, # from `plan_folder` or `plan_source`
         raise
     return out
 
+# %% ../nbs/11_store.ipynb #8227ed71
+def _write_index(out:Path, settings:dict, class_names:list, vols:list, skipped:list):
+    "The store's `index.json`, atomically: settings, classes, volumes with their splits, and how to decode the shards."
+    index = dict(format=STORE_FORMAT, settings=dict(settings, skipped=skipped), class_names=list(class_names),
+                 volumes=vols, storage=dict(dtype=settings['dtype'],
+                                            decode='x = q*2/max - 1' if DTYPES[settings['dtype']] else 'x = q'))
+    with atomic_path(out/'index.json') as tmp: tmp.write_text(json.dumps(index))
+
 # %% ../nbs/11_store.ipynb #904b5540
 def _build(jobs, out, settings, class_names, workers, progress, on_error):
     "The body of `build_store`, under the lock."
@@ -148,11 +157,7 @@ def _build(jobs, out, settings, class_names, workers, progress, on_error):
     order = [recs[j['key']] for j in jobs if j['key'] in recs]
     if not order: raise DataError(settings['source'], f'no usable volume ({len(skipped)} skipped)')
     vols = [dict(r, split=s) for r, s in zip(order, _split(order, settings))]
-    skipped.sort()
-    index = dict(format=STORE_FORMAT, settings=dict(settings, skipped=skipped), class_names=list(class_names),
-                 volumes=vols, storage=dict(dtype=settings['dtype'],
-                                            decode='x = q*2/max - 1' if DTYPES[settings['dtype']] else 'x = q'))
-    with atomic_path(out/'index.json') as tmp: tmp.write_text(json.dumps(index))
+    _write_index(out, settings, class_names, vols, sorted(skipped))
     keep = {r['key'] for r in order}
     for p in shards.iterdir():  # shards of older builds, now unreferenced
         if p.name.split('.')[0] not in keep: p.unlink(missing_ok=True)
@@ -238,14 +243,19 @@ class StoreData:
     def n_classes(self): return len(self.class_names)
     @property
     def res(self): return self.settings['res']
-    def subset(self, which:str)->'StoreData':
-        "The slices of one split ('train' or 'val'), as an index view."
-        if which not in ('train', 'val'): raise ValueError(f"which must be 'train' or 'val', got {which!r}")
-        return StoreData(self.folder, self._index, self._pos[self._all['val'][self._pos] == (which == 'val')])
-    @property
-    def train(self): return self.subset('train')
-    @property
-    def val(self): return self.subset('val')
+
+# %% ../nbs/11_store.ipynb #0f26535d
+@patch
+def subset(self:StoreData, which:str)->StoreData:
+    "The slices of one split ('train' or 'val'), as an index view."
+    if which not in ('train', 'val'): raise ValueError(f"which must be 'train' or 'val', got {which!r}")
+    return StoreData(self.folder, self._index, self._pos[self._all['val'][self._pos] == (which == 'val')])
+
+@patch(as_prop=True)
+def train(self:StoreData): return self.subset('train')
+
+@patch(as_prop=True)
+def val(self:StoreData): return self.subset('val')
 
 # %% ../nbs/11_store.ipynb #88801900
 def _arrays(vols:list)->dict:
