@@ -9,11 +9,6 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from .files import DataError, FileError, atomic_path, check_writable, os_problem, output_lock
-from typing import TYPE_CHECKING
-if TYPE_CHECKING:  # annotations only: the commands import these when they run
-    import torch
-    from mri_diffusion_nb.data import SliceData
-    from mri_diffusion_nb.sampling import DiffusionModel
 
 # %% auto #0
 __all__ = ['PRESET_NAMES', 'UsageError', 'data_options', 'make_data', 'summary_table', 'cmd_data', 'cmd_train', 'cmd_sample',
@@ -52,8 +47,8 @@ def make_data(source:str='mni152', # 'mni152', a NIfTI file, or a folder of volu
               progress:bool|None=None, # progress bar: None shows it on a terminal only
               on_error:str='raise', # folder: 'raise' or 'skip' bad files
               **opts, # `data_options`
-             )->SliceData:
-    "The slices in memory, for the first release's single-file cache (small data only)."
+             ):
+    "The slices in memory (a `SliceData`), for the first release's single-file cache (small data only)."
     from mri_diffusion_nb.data import folder_slices, mni152_slices, volume_slices
     g = dict(res=opts['res'], axis=opts['axis'], fov_mm=opts['fov_mm'], slice_mm=opts['slice_mm'])
     if source == 'mni152': return mni152_slices(n_classes=opts['n_classes'], val_every=opts['val_every'], **g)
@@ -293,7 +288,7 @@ def summary_lines(rep:dict)->list:
     return out
 
 # %% ../nbs/30_cli.ipynb #b47b3b0e
-def _evaluate_into(a, out:Path, dev:torch.device, res:int)->tuple:
+def _evaluate_into(a, out:Path, dev, res:int)->tuple:
     "The evaluation behind `cmd_evaluate`, run while `out` is locked: every PNG read once, the report written as a set."
     from mri_diffusion_nb.adherence import judge_for, load_classifier
     from mri_diffusion_nb.store import open_data
@@ -381,7 +376,7 @@ def _accelerate_cpu(on:bool):
         elif on: os.environ['ACCELERATE_USE_CPU'] = old
 
 # %% ../nbs/30_cli.ipynb #50778660
-def _demo_train(run:Path, steps:int, dev:torch.device, progress, log)->DiffusionModel:
+def _demo_train(run:Path, steps:int, dev, progress, log):
     "Train a fresh demo-sized model into `run` for `mri-diffusion demo --train`."
     from mri_diffusion_nb.sampling import grid_sampler, load_model
     from mri_diffusion_nb.training import latest_checkpoint, train, train_config
