@@ -12,7 +12,8 @@ from .files import DataError, FileError, atomic_path, check_writable, os_problem
 
 # %% auto #0
 __all__ = ['PRESET_NAMES', 'UsageError', 'data_options', 'make_data', 'summary_table', 'cmd_data', 'cmd_train', 'cmd_sample',
-           'summary_lines', 'cmd_evaluate', 'run_demo', 'cmd_demo', 'cmd_reader_study', 'cmd_utility', 'main']
+           'summary_lines', 'cmd_evaluate', 'run_demo', 'cmd_demo', 'cmd_reader_study', 'cmd_utility', 'cmd_population',
+           'main']
 
 # %% ../nbs/30_cli.ipynb #e089faa1
 class UsageError(ValueError):
@@ -564,6 +565,35 @@ def _utility_parser(sub):
     u.add_argument('--out', required=True, help='report folder (report.md, report.json, utility.png)')
     u.set_defaults(func=cmd_utility)
 
+# %% ../nbs/30_cli.ipynb #b39370ae
+def cmd_population(a)->int:
+    from mri_diffusion_nb.population import make_population
+    if a.workers < 1: raise UsageError(f"--workers must be at least 1, got {a.workers}")
+    if not 0.5 <= a.voxel_mm <= 8: raise UsageError(f"--voxel-mm must be between 0.5 and 8, got {a.voxel_mm}")
+    t0 = time.time()
+    rows = make_population(a.n, a.out, layout=a.layout, seed=a.seed, workers=a.workers, progress=None,
+                           tumour_share=a.tumour_share, voxel_mm=a.voxel_mm)
+    extra = ' and demographics.csv' if a.layout == 'ixi' else ''
+    print(f"wrote {len(rows)} subjects ({sum(r['tumour'] for r in rows)} with a tumour) to {a.out}, "
+          f"truth.csv{extra} beside them ({time.time() - t0:.0f} s)")
+    return 0
+
+# %% ../nbs/30_cli.ipynb #3b2276e2
+def _population_parser(sub):
+    "The `population` subcommand's options."
+    q = sub.add_parser('population', help='simulate a population with known truth (IXI- or BraTS-like folder)')
+    q.add_argument('--n', type=int, required=True, help='subjects to make')
+    q.add_argument('--layout', choices=('ixi', 'brats'), default='ixi',
+                   help='ixi: flat folder + demographics.csv; '
+                        'brats: a folder per subject with _t1 and _seg (default ixi)')
+    q.add_argument('--seed', type=int, default=0, help='population seed: subject i is the same for the same seed')
+    q.add_argument('--tumour-share', type=float,
+                   help='share of subjects with a tumour (default: 1 for brats, 0 for ixi)')
+    q.add_argument('--voxel-mm', type=float, default=1., help='grid scale; coarser is faster, for tests (default 1)')
+    q.add_argument('--workers', type=int, default=1, help='processes (default 1)')
+    q.add_argument('--out', required=True, help='output folder (a rerun into it resumes)')
+    q.set_defaults(func=cmd_population)
+
 # %% ../nbs/30_cli.ipynb #d0ec8f32
 class _Parser(argparse.ArgumentParser):
     "argparse with one-line errors (`--help` still shows the usage)."
@@ -573,9 +603,10 @@ class _Parser(argparse.ArgumentParser):
 def _parser()->argparse.ArgumentParser:
     p = _Parser(prog='mri-diffusion',
                 description='Synthetic brain MRI with class-conditional diffusion and classifier-free guidance.')
-    sub = p.add_subparsers(dest='cmd', required=True, metavar='{data,train,sample,evaluate,reader-study,utility,demo}')
-    for add in (_data_parser, _train_parser, _sample_parser, _evaluate_parser, _demo_parser, _reader_study_parser,
-                _utility_parser):
+    sub = p.add_subparsers(dest='cmd', required=True,
+                           metavar='{data,population,train,sample,evaluate,reader-study,utility,demo}')
+    for add in (_data_parser, _population_parser, _train_parser, _sample_parser, _evaluate_parser, _demo_parser,
+                _reader_study_parser, _utility_parser):
         add(sub)
     return p
 

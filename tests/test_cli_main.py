@@ -58,6 +58,7 @@ def test_demo_refuses_a_bad_device_in_one_line(tmp_path):
 
 LAUNCHES = {  # one bad input per subcommand: the real script parses, imports everything, and fails in one line
     'data': (['data', '--source', 'nowhere.nii.gz', '--out', 'c.safetensors'], 'nowhere.nii.gz'),
+    'population': (['population', '--n', '0', '--out', 'p'], '--n must be at least 1'),
     'train': (['train', '--preset', 'tiny', '--batch-size', '0', '--out', 'run'], 'batch_size must be between 1'),
     'sample': (['sample', '--model', 'demo', '--n', '0', '--out', 's'], '--n must be'),
     'evaluate': (['evaluate', '--fake', 'nothing', '--out', 'rep'], 'nothing'),
