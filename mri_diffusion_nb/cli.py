@@ -4,7 +4,7 @@
 
 # %% ../nbs/30_cli.ipynb #4bdfb6e4
 from __future__ import annotations
-import argparse, os, shutil, sys, time
+import argparse, math, os, shutil, sys, time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +24,23 @@ def _fail(cmd:str, e:BaseException)->int:
     print(f"mri-diffusion {cmd}: error: {msg}", file=sys.stderr)
     return 2
 
+# %% ../nbs/30_cli.ipynb #a98f015e
+def _pattern_ok(pattern:str):
+    "A --pattern is a glob relative to --source."
+    if not pattern.strip(): raise UsageError("--pattern must not be empty (the default '**/*' takes every volume)")
+    if Path(pattern).is_absolute() or '..' in Path(pattern).parts:
+        raise UsageError(f"--pattern must be a glob inside --source (no leading / and no ..), got {pattern!r}")
+
+def _bins(text:str|None, labels)->list|None:
+    "--bins: finite, distinct numbers, and only with --labels."
+    if not text: return None
+    if not labels: raise UsageError('--bins needs --labels (a CSV whose --label-column holds numbers, e.g. AGE)')
+    try: bins = sorted(float(b) for b in text.split(','))
+    except ValueError: raise UsageError(f"--bins must be comma-separated numbers, e.g. 40,60; got {text!r}") from None
+    if not all(map(math.isfinite, bins)) or len(set(bins)) < len(bins):
+        raise UsageError(f"--bins must be distinct finite numbers, got {text!r}")
+    return bins
+
 # %% ../nbs/30_cli.ipynb #82afc5ac
 def data_options(a)->dict:
     "The `data` subcommand's options, checked, as keyword arguments of `store.plan_source`."
@@ -33,9 +50,13 @@ def data_options(a)->dict:
     if not 10 <= fov <= 1000: raise UsageError(f"field of view must be between 10 and 1000 mm, got {fov:g} "
                                                "(--fov-mm, or --pixel-mm x --res)")
     if not 0.1 <= a.slice_mm <= 20: raise UsageError(f"--slice-mm must be between 0.1 and 20, got {a.slice_mm}")
-    if a.tumour_mm2 < 0: raise UsageError(f"--tumour-mm2 must be at least 0, got {a.tumour_mm2}")
-    try: bins = sorted(float(b) for b in a.bins.split(',')) if a.bins else None
-    except ValueError: raise UsageError(f"--bins must be comma-separated numbers, e.g. 40,60; got {a.bins!r}") from None
+    if not (math.isfinite(a.tumour_mm2) and a.tumour_mm2 >= 0):
+        raise UsageError(f"--tumour-mm2 must be a number at least 0, got {a.tumour_mm2}")
+    if not 0 <= a.val_frac < 1: raise UsageError(f"--val-frac must be at least 0 and below 1, got {a.val_frac}")
+    if a.val_every < 2: raise UsageError(f"--val-every must be at least 2, got {a.val_every}")
+    if a.seed < 0: raise UsageError(f"--seed must be 0 or more, got {a.seed}")
+    _pattern_ok(a.pattern)
+    bins = _bins(a.bins, a.labels)
     if a.source == 'mni152' and (a.labels or a.modality):
         raise UsageError('--labels and --modality need a folder of subjects, not the built-in template')
     return dict(res=a.res, axis=a.axis, fov_mm=fov, slice_mm=a.slice_mm, n_classes=a.n_classes, val_every=a.val_every,

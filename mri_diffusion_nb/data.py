@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_data.ipynb #7d167789
 from __future__ import annotations
-import csv, fnmatch, io, json, os, re
+import csv, fnmatch, glob, io, json, os, re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Protocol, runtime_checkable
@@ -74,6 +74,8 @@ def load_volume(path, # a `.nii`, `.nii.gz` (NIfTI-1 or -2) or Analyze/NIfTI-pai
         data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as e: raise DataError(path, f'truncated or corrupt image data ({error_text(e)})') from None
     finite = np.isfinite(data)
+    if labels and not (finite.all() and (data >= 0).all()):
+        raise DataError(path, 'label map with NaN, infinite or negative values (a seg map holds 0 and positive labels)')
     if not finite.any() and not labels: raise DataError(path, 'no finite voxels (all NaN or inf)')
     data = np.where(finite, data, 0).astype(np.float32)
     if data.max() == data.min() and not labels:
@@ -165,7 +167,8 @@ def to_grid(vol:Volume, # a volume in RAS orientation
             pct:tuple=(0.5, 99.5), # intensity normalisation percentiles
             seg:Volume|None=None, # optional label map on the same scan, carried along (nearest neighbour)
            )->tuple:
-    "Resample to `fov_mm/res` mm pixels, normalise, and crop/pad the slice plane to `res` pixels centred on the head."
+    """Resample to `fov_mm/res` mm pixels, normalise, and crop/pad the slice plane to `res` pixels centred on the head.
+    Returns the normalised volume, its foreground, the label map (or None) and each slice's world position (mm)."""
     if axis not in AXES: raise ValueError(f"axis must be one of {list(AXES)}, got {axis!r}")
     r = resample_volume(vol, _grid_mm(res, axis, fov_mm, slice_mm))
     norm, fg = normalise_intensity(r.data, pct)
@@ -175,7 +178,9 @@ def to_grid(vol:Volume, # a volume in RAS orientation
         on = np.flatnonzero(fg.any(axis=tuple(j for j in range(3) if j != i)))
         starts.append(int(np.floor((on.min() + on.max() + 1)/2 - res/2)) if len(on) else (fg.shape[i] - res)//2)
     s = None if seg is None else _crop_pad(resample_volume(seg, 1, order=0, like=r).data, plane, starts, res, 0)
-    return _crop_pad(norm, plane, starts, res, -1.), _crop_pad(fg, plane, starts, res, False), s
+    ax = AXES[axis]
+    pos = r.affine[ax, 3] + r.affine[ax, ax]*np.arange(r.data.shape[ax])
+    return _crop_pad(norm, plane, starts, res, -1.), _crop_pad(fg, plane, starts, res, False), s, pos
 
 # %% ../nbs/10_data.ipynb #d570df6e
 def volume_to_slices(vol:Volume|np.ndarray, # a volume in RAS orientation (an array is taken as 1 mm isotropic)
@@ -188,7 +193,7 @@ def volume_to_slices(vol:Volume|np.ndarray, # a volume in RAS orientation (an ar
                     )->tuple:
     "Slices `(N, 1, res, res)` in [-1, 1], their indices on the resampled grid, and their relative level in [0, 1]."
     if not isinstance(vol, Volume): vol = Volume(np.asarray(vol, np.float32), np.eye(4), (1., 1., 1.), '')
-    norm, fg, _ = to_grid(vol, res, axis, fov_mm, slice_mm, pct)
+    norm, fg, _, _ = to_grid(vol, res, axis, fov_mm, slice_mm, pct)
     return _slices(norm, fg, axis, min_brain)
 
 def _slices(norm:np.ndarray, fg:np.ndarray, axis:str, min_brain:float)->tuple:
@@ -388,8 +393,10 @@ def read_labels_csv(path, # CSV file
         s, c = (r[subject_column] or '').strip(), (r[label_column] or '').strip()
         if not s or not c: continue
         if bins:
-            try: c = names[int(np.searchsorted(bins, float(c), side='right'))]
+            try: v = float(c)
             except ValueError: raise DataError(path, f'{label_column} of {s!r} is {c!r}, not a number') from None
+            if not np.isfinite(v): raise DataError(path, f'{label_column} of {s!r} is {c!r}, not a finite number')
+            c = names[int(np.searchsorted(bins, v, side='right'))]
         if s in out and out[s] != c: raise DataError(path, f'subject {s!r} has two classes ({out[s]!r}, {c!r})')
         out[s] = c
     if not out: raise DataError(path, f'no row with a {subject_column!r} and a {label_column!r}')
@@ -425,8 +432,8 @@ def find_volumes(folder, # a folder of volumes
                  pattern:str='**/*', # glob under `folder`, e.g. '**/*_t1.nii.gz' for BraTS
                  exclude:list=(), # globs (file name or path under `folder`) to leave out
                 )->list:
-    """Image volumes (`.nii`, `.nii.gz`, `.hdr`) under `folder`, sorted; segmentation maps and hidden files are
-    never included."""
+    """Image volumes (`.nii`, `.nii.gz`, `.hdr`) under `folder`, sorted; segmentation maps and hidden files and
+    folders (`.git`, `.ipynb_checkpoints`, a population's `.population`) are never included."""
     folder = Path(folder)
     if not folder.exists(): raise DataError(folder, 'folder not found')
     if not folder.is_dir(): raise DataError(folder, 'not a folder')
@@ -434,24 +441,32 @@ def find_volumes(folder, # a folder of volumes
     for _ in os.walk(folder, onerror=_unreadable): pass  # a folder we may not list is an error, not an empty folder
     out = lambda p: any(fnmatch.fnmatch(p.name, g) or fnmatch.fnmatch(p.relative_to(folder).as_posix(), g)
                         for g in exclude)
-    files = sorted(p for p in folder.glob(pattern) if p.is_file() and p.name.endswith(NIFTI_EXT)
-                   and not p.name.startswith('.') and not is_seg(p.name) and not out(p))
+    hidden = lambda p: any(q.startswith('.') for q in p.relative_to(folder).parts)
+    found = (folder/q for q in glob.glob(pattern, root_dir=folder, recursive=True))  # follows symlinked folders
+    files = sorted(p for p in found if p.is_file() and p.name.endswith(NIFTI_EXT)
+                   and not hidden(p) and not is_seg(p.name) and not out(p))
     if not files: raise DataError(folder, f"no NIfTI files ({pattern}) found")
     return files
 
 # %% ../nbs/10_data.ipynb #5e089ebd
+def _pick_modality(files:list, folder:Path, modality:str|None)->tuple:
+    "The files of one contrast, and the subjects that have volumes but not that one (listed, never dropped)."
+    if modality is None: return files, []
+    if modality not in MODALITIES: raise ValueError(f"modality must be one of {list(MODALITIES)}, got {modality!r}")
+    tag = re.compile(rf"[_-]({'|'.join(MODALITIES[modality])})$", re.I)
+    picked = [f for f in files if tag.search(_stem(f.name))]
+    if not picked: raise DataError(folder, f'no {modality} volumes (*_{modality}.nii.gz) found')
+    return picked, sorted({subject_of(f, folder) for f in files} - {subject_of(f, folder) for f in picked})
+
 def find_subjects(folder, # a folder of volumes
                   pattern:str='**/*', exclude:list=(), # which files
                   modality:str|None=None, # BraTS-style: which contrast (t1, t1ce, t2, flair)
                  )->list:
-    "One `(subject, image, seg or None)` per subject; a subject with several images needs `modality` or `pattern`."
+    """One `(subject, image, seg or None)` per subject; a subject with several images needs `modality` or `pattern`.
+    A subject without the `modality` comes last with its folder as the image."""
     folder = Path(folder)
     files = find_volumes(folder, pattern, exclude)
-    if modality is not None:
-        if modality not in MODALITIES: raise ValueError(f"modality must be one of {list(MODALITIES)}, got {modality!r}")
-        tag = re.compile(rf"[_-]({'|'.join(MODALITIES[modality])})$", re.I)
-        files = [f for f in files if tag.search(_stem(f.name))]
-        if not files: raise DataError(folder, f'no {modality} volumes (*_{modality}.nii.gz) found')
+    files, lacking = _pick_modality(files, folder, modality)
     by = {}
     for f in files: by.setdefault(subject_of(f, folder), []).append(f)
     out = []
@@ -464,7 +479,7 @@ def find_subjects(folder, # a folder of volumes
                 sorted(p for p in folder.iterdir()
                        if is_seg(p.name) and _stem(p.name)[:-4] == _stem(fs[0].name).rsplit('_', 1)[0]))
         out.append((s, fs[0], segs[0] if len(segs) == 1 else None))
-    return out
+    return out + [(s, folder/s, None) for s in lacking]  # `plan_folder` gives each a problem
 
 # %% ../nbs/10_data.ipynb #f1754c92
 def subject_slices(image, # the subject's image volume
@@ -472,22 +487,22 @@ def subject_slices(image, # the subject's image volume
                    res:int=64, axis:str='axial', fov_mm:float=FOV_MM, slice_mm:float=SLICE_MM, min_brain:float=0.15,
                    pct:tuple=(0.5, 99.5),
                   )->dict:
-    """One subject's slices on the millimetre grid: images, slice indices, levels, and each slice's labelled area
-    in mm² (with a seg)."""
+    """One subject's slices on the millimetre grid: images, slice indices, levels, world positions along the slicing
+    axis (mm), and each slice's labelled area in mm² (with a seg)."""
     vol = load_volume(image)
     sv = None if seg is None else load_volume(seg, labels=True)
     if sv is not None and sv.data.shape != vol.data.shape:
         raise DataError(seg, f'segmentation of shape {sv.data.shape} does not match its image {Path(image).name} '
                              f'of shape {vol.data.shape}')
     try:
-        norm, fg, s = to_grid(vol, res, axis, fov_mm, slice_mm, pct, sv)
+        norm, fg, s, pos = to_grid(vol, res, axis, fov_mm, slice_mm, pct, sv)
         x, keep, level = _slices(norm, fg, axis, min_brain)
     except ValueError as e:
         if isinstance(e, DataError): raise
         raise DataError(image, str(e)) from None
     area = None if s is None else (np.take(s, keep, axis=AXES[axis]) > 0).sum(axis=(1, 2) if AXES[axis] == 0 else
                                    (0, 2) if AXES[axis] == 1 else (0, 1))*(fov_mm/res)**2
-    return dict(x=x, slice_index=keep, level=level, tumour_mm2=area)
+    return dict(x=x, slice_index=keep, level=level, pos_mm=pos[keep], tumour_mm2=area)
 
 # %% ../nbs/10_data.ipynb #2ffc9222
 def plan_folder(folder, # a folder of volumes
@@ -501,13 +516,12 @@ def plan_folder(folder, # a folder of volumes
     folder = Path(folder)
     subs = find_subjects(folder, pattern, exclude, modality)
     if label == 'auto': label = 'csv' if labels_csv else 'tumour' if any(g for _, _, g in subs) else 'level'
-    if label not in ('level', 'tumour', 'csv'):
-        raise ValueError(f"label must be auto, level, tumour or csv, got {label!r}")
+    if label not in ('level', 'tumour', 'csv'): raise ValueError(f"label must be auto, level, tumour or csv: {label!r}")
     if label == 'csv' and not labels_csv: raise ValueError('label csv needs a labels CSV')
     table = read_labels_csv(labels_csv, label_column, subject_column, bins) if label == 'csv' else None
+    present = {class_of(table, s) for s, _, _ in subs} - {None} if table else set()  # a class needs a subject on disk
     names = (level_names(n_classes, axis) if label == 'level' else ['no tumour', 'tumour'] if label == 'tumour' else
-             [n for n in bin_names(bins, label_column) if n in set(table.values())] if bins else
-             sorted(set(table.values())))
+             [n for n in bin_names(bins, label_column) if n in present] if bins else sorted(present))
     jobs = []
     for s, f, g in subs:
         j = dict(subject=s, image=str(f), seg=str(g) if g and label == 'tumour' else None, cls=None, problem=None)
@@ -517,6 +531,7 @@ def plan_folder(folder, # a folder of volumes
                 j['problem'] = f'subject {s!r} has no row (or an empty {label_column!r}) in {Path(labels_csv).name}'
             else: j['cls'] = names.index(c)
         if label == 'tumour' and g is None: j['problem'] = 'no segmentation map (*_seg.nii.gz) beside it'
+        if Path(f).is_dir(): j['problem'] = f'no {modality} volume in this subject folder'
         jobs.append(j)
     return jobs, names, label
 

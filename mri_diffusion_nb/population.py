@@ -17,8 +17,8 @@ from .files import DataError, atomic_path, check_writable, clean_temps, output_l
 
 # %% auto #0
 __all__ = ['LABELS', 'BRATS', 'DEEP_MM', 'VENT_MM', 'CORTEX_MM', 'LAYOUTS', 'template_file', 'template', 'atrophy', 'add_tumour',
-           'draw_subject', 'anatomy', 'svf_displacement', 'acquisition_affine', 'make_subject', 'subject_id',
-           'subject_files', 'write_subject', 'make_population']
+           'draw_subject', 'anatomy', 'svf_displacement', 'acquisition_affine', 'make_subject', 'slice_truth',
+           'subject_id', 'subject_files', 'labels_file', 'write_subject', 'make_population']
 
 # %% ../nbs/02_population.ipynb #f07c38cd
 LABELS = dict(background=0, ventricle=1, csf=2, grey=3, white=4, necrotic=5, oedema=6, enhancing=7)
@@ -192,6 +192,25 @@ def make_subject(seed:int, i:int, # the subject is deterministic in (seed, i)
     L = ndi.map_coordinates(lab, v, order=0, cval=0).reshape(shape)
     return _scan(p, I, L, A, seed, i)
 
+# %% ../nbs/02_population.ipynb #7ed48cce
+def slice_truth(L:np.ndarray, # label map (`LABELS`) on the scan's grid
+                A:np.ndarray, # its voxel-to-world affine
+                step:float=1., # in-plane sampling step, mm
+               )->list:
+    """Per axial plane at whole-millimetre world S (z), the head, ventricle and tumour cross-sections in mm²,
+    sampled from the label map (nearest voxel) on a world-aligned grid: what a perfect 1 mm slicer would see."""
+    corners = A @ np.array(np.meshgrid(*[[0, s - 1] for s in L.shape], [1], indexing='ij')).reshape(4, -1)
+    lo, hi = corners[:3].min(1), corners[:3].max(1)
+    xs, ys = [np.arange(a, b + step/2, step, dtype=np.float32) for a, b in zip(lo[:2], hi[:2])]
+    X, Y = [g.ravel() for g in np.meshgrid(xs, ys, indexing='ij')]
+    inv, rows = np.linalg.inv(A), []
+    for z in np.arange(np.ceil(lo[2]), np.floor(hi[2]) + 1):
+        v = inv[:3, :3] @ np.stack([X, Y, np.full_like(X, z)]) + inv[:3, 3:]
+        n = np.bincount(ndi.map_coordinates(L, v, order=0, cval=0).ravel(), minlength=8)*step**2
+        if n[1:].sum(): rows.append(dict(z_mm=int(z), head_mm2=float(n[1:].sum()), ventricle_mm2=float(n[1]),
+                                         tumour_mm2=float(n[5:].sum())))
+    return rows
+
 # %% ../nbs/02_population.ipynb #663d96a8
 def _scan(p:dict, I:np.ndarray, L:np.ndarray, A:np.ndarray, seed:int, i:int)->dict:
     "Bias, scale, Rician noise, int16 storage; the truth volumes from the labels on this grid."
@@ -210,7 +229,8 @@ def _scan(p:dict, I:np.ndarray, L:np.ndarray, A:np.ndarray, seed:int, i:int)->di
                  wm_ml=float(n[4]*ml), tumour_ml=float(n[5:].sum()*ml), mass_ml=float((n[5] + n[7])*ml),
                  voxel_mm='x'.join(f'{z:.4g}' for z in nib.affines.voxel_sizes(A)),
                  orientation=''.join(nib.aff2axcodes(A)), oblique_deg=round(p['oblique_deg'], 2))
-    return dict(image=image, seg=nib.Nifti1Image(seg, A), labels=L, truth=truth)
+    return dict(image=image, seg=nib.Nifti1Image(seg, A), labels=L, truth=truth,
+                slices=slice_truth(L, A, max(float(nib.affines.voxel_sizes(A).min()), 1.)))
 
 # %% ../nbs/02_population.ipynb #8eaf98b8
 LAYOUTS = ('ixi', 'brats')
@@ -226,14 +246,22 @@ def subject_files(out:Path, layout:str, i:int)->dict:
     return dict(image=out/s/f'{s}_t1.nii.gz', seg=out/s/f'{s}_seg.nii.gz')
 
 # %% ../nbs/02_population.ipynb #9b9ab452
+def labels_file(out:Path, subject:str)->Path:
+    "The subject's full label map (`LABELS`, on its scan grid): the answer key for segmentation."
+    return Path(out)/'.population'/'labels'/f'{subject}_labels.nii.gz'
+
 def write_subject(out, layout:str, seed:int, i:int, tumour:float, voxel_mm:float=1.)->dict:
-    "Make subject `i` and write its volumes, then its truth row (the mark that it is complete); returns the row."
+    """Make subject `i` and write its volumes and label map, then its truth row with its per-slice truth (the
+    mark that it is complete); returns the row."""
     out = Path(out)
     r = make_subject(seed, i, tumour, voxel_mm)
     for k, f in subject_files(out, layout, i).items():
         with atomic_path(f) as tmp: nib.save(r[k], tmp)
     row = dict(subject=subject_id(layout, i), **r['truth'])
-    with atomic_path(out/'.population'/f'{row["subject"]}.json') as tmp: tmp.write_text(json.dumps(row))
+    with atomic_path(labels_file(out, row['subject'])) as tmp:
+        nib.save(nib.Nifti1Image(r['labels'], r['seg'].affine), tmp)
+    with atomic_path(out/'.population'/f'{row["subject"]}.json') as tmp:
+        tmp.write_text(json.dumps(dict(row, slices=r['slices'])))
     return row
 
 def _write_job(args)->dict: return write_subject(*args)
@@ -254,13 +282,16 @@ def _settings(out:Path, s:dict):
 
 # %% ../nbs/02_population.ipynb #0c646a95
 def _tables(out:Path, layout:str, n:int)->list:
-    "Write `truth.csv` (and `demographics.csv` for IXI) from the subjects' rows."
+    "Write `truth.csv`, `slices.csv` (and `demographics.csv` for IXI) from the subjects' rows."
     rows = [json.loads((out/'.population'/f'{subject_id(layout, i)}.json').read_text()) for i in range(n)]
     def put(name, cols, rs):
         with atomic_path(out/name) as tmp, open(tmp, 'w', newline='') as fh:
             w = csv.DictWriter(fh, cols, extrasaction='ignore')
             w.writeheader()
             w.writerows(rs)
+    put('slices.csv', ['subject', 'z_mm', 'head_mm2', 'ventricle_mm2', 'tumour_mm2'],
+        [dict(s, subject=r['subject']) for r in rows for s in r['slices']])
+    rows = [{k: v for k, v in r.items() if k != 'slices'} for r in rows]
     put('truth.csv', list(rows[0]), rows)
     if layout == 'ixi': put('demographics.csv', ['subject', 'AGE', 'SEX'],
                             [dict(subject=r['subject'], AGE=r['age'], SEX=r['sex']) for r in rows])

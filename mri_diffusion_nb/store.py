@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_store.ipynb #b602a227
 from __future__ import annotations
-import hashlib, json, os, shutil, time
+import csv, hashlib, json, os, shutil, time
 import multiprocessing as mp
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -19,7 +19,7 @@ from .data import (DataError, _stem, folder_settings, level_names, load_cache, m
 
 # %% auto #0
 __all__ = ['STORE_FORMAT', 'DTYPES', 'encode', 'decode', 'job_key', 'build_volume', 'build_store', 'ShardImages', 'StoreData',
-           'read_index', 'plan_source', 'cache_dir', 'mni152_store', 'open_data', 'SliceDataset']
+           'read_index', 'plan_source', 'cache_dir', 'mni152_store', 'open_data', 'SliceDataset', 'truth_agreement']
 
 # %% ../nbs/11_store.ipynb #f46a1721
 STORE_FORMAT = 'mri_diffusion_nb.store/1'
@@ -67,7 +67,7 @@ def build_volume(job:dict, # a job with its `key`
         with open(tmp, 'wb') as f: np.save(f, q, allow_pickle=False)
     rec = dict(key=key, subject=job['subject'], image=str(job['image']), seg=job.get('seg'), n=len(q),
                labels=r['labels'].tolist(), slice_index=r['slice_index'].tolist(),
-               level=[round(float(v), 5) for v in r['level']],
+               level=[round(float(v), 5) for v in r['level']], pos_mm=[round(float(v), 3) for v in r['pos_mm']],
                tumour_mm2=None if r['tumour_mm2'] is None else [round(float(a), 1) for a in r['tumour_mm2']])
     with atomic_path(shards/f'{key}.json') as tmp: tmp.write_text(json.dumps(rec))
     return rec
@@ -383,3 +383,33 @@ class SliceDataset(torch.utils.data.Dataset):
         "A whole batch in one read (the DataLoader calls this when it exists)."
         x = self.data.images[torch.as_tensor(idx, dtype=torch.long)]
         return list(zip(x, self.data.labels[torch.as_tensor(idx, dtype=torch.long)].tolist()))
+
+# %% ../nbs/11_store.ipynb #346182df
+def _truth_planes(population:Path)->dict:
+    "subject -> (z_mm, tumour_mm2) arrays from a population's `slices.csv`."
+    f = population/'slices.csv'
+    if not f.is_file(): raise DataError(population, 'no slices.csv here: not a folder made by mri-diffusion population')
+    out = {}
+    with open(f, newline='') as fh:
+        for r in csv.DictReader(fh): out.setdefault(r['subject'], []).append((float(r['z_mm']), float(r['tumour_mm2'])))
+    return {s: np.array(sorted(v)).T for s, v in out.items()}
+
+def truth_agreement(store, # a store built from a population folder (tumour labels, axial)
+                    population=None, # the population folder (default: the store's source)
+                   )->list:
+    """Per subject: stored slices, tumour-labelled slices in the store and by the truth (interpolated between its
+    1 mm planes to each slice's position), slices where they agree, and the largest distance of the truth's area
+    from the threshold where they disagree (mm²)."""
+    ix = read_index(store)
+    s = ix['settings']
+    if s.get('label') != 'tumour' or s.get('axis') != 'axial':
+        raise DataError(store, 'truth_agreement needs an axial store with tumour labels (a BraTS-like population)')
+    truth, thr, rows = _truth_planes(Path(population or s['source'])), s['tumour_mm2'], []
+    for v in ix['volumes']:
+        if v.get('pos_mm') is None: raise DataError(store, 'store has no slice positions; rebuild it with this version')
+        z, a = truth.get(v['subject'], np.zeros((2, 1)))
+        t = np.interp(v['pos_mm'], z, a, left=0., right=0.)
+        lab, hit = np.array(v['labels'], bool), t >= thr
+        rows.append(dict(subject=v['subject'], slices=v['n'], store_tumour=int(lab.sum()), truth_tumour=int(hit.sum()),
+                         agree=int((lab == hit).sum()), gap_mm2=float(abs(t - thr)[lab != hit].max(initial=0.))))
+    return rows

@@ -5,7 +5,7 @@ import numpy as np
 import nibabel as nib
 import pytest
 import torch
-from conftest import cli, write_cohort
+from conftest import cli, one_line_error, write_cohort
 from mri_diffusion_nb.data import load_cache, mni152_slices, folder_slices, load_volume, DataError
 
 
@@ -149,3 +149,51 @@ def test_damaged_cache_one_line(tmp_path, damage):
     r = cli('train', '--preset', 'tiny', '--data', bad, '--steps', 1, '--out', tmp_path/'run')
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and str(bad) in r.stderr and 'damaged slice cache' in r.stderr, r.stderr
     assert not (tmp_path/'run'/'config.json').exists()
+
+@pytest.mark.parametrize('opt, words', [
+    (['--val-frac', '1.5'], ['--val-frac', '1.5']), (['--val-frac', 'nan'], ['--val-frac', 'nan']),
+    (['--tumour-mm2', 'nan'], ['--tumour-mm2', 'nan']), (['--tumour-mm2', '-1'], ['--tumour-mm2']),
+    (['--bins', '40,60'], ['--bins needs --labels']), (['--bins', 'nan,40', '--labels', 'x.csv'], ['--bins', 'finite']),
+    (['--bins', '40,40', '--labels', 'x.csv'], ['--bins', 'distinct']), (['--seed', '-1'], ['--seed', '-1']),
+    (['--pattern', ''], ['--pattern', 'empty']), (['--pattern', '/abs/*.nii'], ['--pattern', 'inside --source']),
+    (['--pattern', '../*.nii'], ['--pattern']), (['--val-every', '1'], ['--val-every'])])
+def test_bad_data_options_name_the_option(tmp_path, opt, words):
+    r = cli('data', '--source', tmp_path, '--res', 16, '--out', tmp_path/'S', *opt)
+    one_line_error(r, *words)
+    assert not (tmp_path/'S').exists()
+
+def test_hidden_folders_are_not_data(tmp_path, mni_small):
+    (tmp_path/'src'/'.ipynb_checkpoints').mkdir(parents=True)
+    for f in (tmp_path/'src'/'a.nii.gz', tmp_path/'src'/'.ipynb_checkpoints'/'b.nii.gz'):
+        nib.save(nib.Nifti1Image(mni_small, np.eye(4)), f)
+    from mri_diffusion_nb.data import find_volumes
+    assert [p.name for p in find_volumes(tmp_path/'src')] == ['a.nii.gz']
+
+def test_nothing_dropped_or_accepted_silently(tmp_path, mni_small):
+    "Issue 29, kinds 4 and 5 in the data command: every such case is listed or refused in one line."
+    from conftest import write_brats
+    csv = write_cohort(tmp_path/'c', mni_small, n=4)
+    ages = tmp_path/'ages.csv'
+    ages.write_text('subject,AGE\nsub-00,30\nsub-01,nan\nsub-02,50\nsub-03,70\n')
+    one_line_error(cli('data', '--source', tmp_path/'c', '--labels', ages, '--label-column', 'AGE', '--bins', '40,60',
+                       '--res', 16, '--out', tmp_path/'S1'), 'ages.csv', 'sub-01', 'not a finite number')
+    csv.write_text(csv.read_text() + 'sub-99,ghost\n')                     # a CSV row with no volume makes no class
+    d = folder_slices(tmp_path/'c', labels_csv=csv, res=16, progress=False)
+    assert d.class_names == ['healthy', 'tumour']
+    write_brats(tmp_path/'b', mni_small, n=3)
+    (tmp_path/'b'/'BraTS_001'/'BraTS_001_t1.nii.gz').unlink()              # a subject without the asked contrast
+    one_line_error(cli('data', '--source', tmp_path/'b', '--modality', 't1', '--res', 16, '--out', tmp_path/'S2'),
+                   'BraTS_001', 'no t1 volume')
+    r = cli('data', '--source', tmp_path/'b', '--modality', 't1', '--res', 16, '--on-error', 'skip', '--out', tmp_path/'S3')
+    assert r.returncode == 0 and 'skipped' in r.stdout and 'BraTS_001' in r.stdout, r.stdout
+    seg = tmp_path/'b'/'BraTS_002'/'BraTS_002_seg.nii.gz'                  # a seg map of negative labels
+    nib.save(nib.Nifti1Image(-np.ones(mni_small.shape, np.int16), np.diag([3., 3, 3, 1])), seg)
+    one_line_error(cli('data', '--source', tmp_path/'b', '--modality', 't1', '--res', 16, '--on-error', 'raise',
+                       '--exclude', 'BraTS_001*', '--out', tmp_path/'S4'), 'BraTS_002_seg', 'negative')
+
+def test_symlinked_subject_folders_are_read(tmp_path, mni_small):
+    write_cohort(tmp_path/'elsewhere', mni_small, n=2, nested=True)
+    (tmp_path/'c').mkdir()
+    for s in ('sub-00', 'sub-01'): (tmp_path/'c'/s).symlink_to(tmp_path/'elsewhere'/s)
+    from mri_diffusion_nb.data import find_subjects
+    assert [s for s, _, _ in find_subjects(tmp_path/'c')] == ['sub-00', 'sub-01']

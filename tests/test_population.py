@@ -52,6 +52,13 @@ def test_brats_layout_gives_tumour_classes_through_data(tmp_path):
     assert list(d.class_names) == ['no tumour', 'tumour']
     per = {s: {int(y) for s2, y in zip(d.subjects, d.labels) if s2 == s} for s in set(d.subjects)}
     assert sorted(per) == [t['subject'] for t in truth] and all(v == {0, 1} for v in per.values()), per
+    planes = _rows(P/'slices.csv')   # per-plane truth adds up to the subject's volume (3 mm voxels: within 25 %)
+    for t in truth:
+        ml = sum(float(s['tumour_mm2']) for s in planes if s['subject'] == t['subject'])/1000
+        assert abs(ml - float(t['tumour_ml'])) < 0.25*float(t['tumour_ml']), (ml, t['tumour_ml'])
+    from mri_diffusion_nb.store import truth_agreement
+    rows = truth_agreement(S)        # the store's tumour labels, slice by slice, against the truth's nearest plane
+    assert sum(r['slices'] for r in rows) == len(d) and all(r['agree'] >= r['slices'] - 3 for r in rows), rows
 
 def test_a_stopped_run_resumes_and_makes_the_same_subjects(tmp_path):
     P = tmp_path/'P'

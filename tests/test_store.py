@@ -22,7 +22,7 @@ def _ball(zooms, r_mm=30., size_mm=110.):
 
 def test_ball_is_round_with_the_right_diameter():
     # radius 30 mm at 1.2 x 0.94 x 0.94 mm; 64 px over 96 mm is 1.5 mm/pixel, so the diameter is 40 px in every direction
-    norm, fg, _ = to_grid(_ball((1.2, 0.94, 0.94)), res=64, fov_mm=96., slice_mm=1.5)
+    norm, fg, _, _ = to_grid(_ball((1.2, 0.94, 0.94)), res=64, fov_mm=96., slice_mm=1.5)
     k = int(np.argmax(fg.sum((0, 1))))                       # the equatorial axial slice
     sl = norm[:, :, k] > 0
     wx, wy = sl.any(1).sum(), sl.any(0).sum()
