@@ -1,6 +1,6 @@
 """The segmentation instrument (issue 25, chapter 29): trained on a population's subjects, scored on held-out ones.
 
-    OMP_NUM_THREADS=2 python benchmarks/segmenter.py --population ~/runs/pop/pop200 --held-out 40 --steps 3000
+    OMP_NUM_THREADS=2 python benchmarks/segmenter.py --population ~/runs/pop/pop200 --held-out 40 --steps 2500
 
 Protocol: a BraTS-like population made by `mri-diffusion population` (every subject has a tumour), every axial slice
 the store keeps at 64 px (the `mri-diffusion data` grid and normalisation) with its class map from the subject's label
@@ -41,7 +41,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--population', type=Path, required=True)
     ap.add_argument('--held-out', type=int, default=40)
-    ap.add_argument('--steps', type=int, default=3000)
+    ap.add_argument('--steps', type=int, default=2500)
     ap.add_argument('--batch', type=int, default=32)
     ap.add_argument('--lr', type=float, default=2e-3)
     ap.add_argument('--res', type=int, default=64)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from .data import DataError, tile, to_png
 from .files import error_text
 from .runtime import as_device
-from .unet import bf16_native, null_class
+from .unet import autocast_dtype, null_class
 from .schedule import DIFFUSERS_BETA_SCHEDULE, NoiseSchedule
 from .guidance import (GUIDANCE_METHODS, Guidance, combine, step_scale, new_state, cfgpp_inputs,
                                        cfgpp_lambda, threshold_settings)
@@ -251,7 +251,8 @@ def check_sampling(n:int=1, guidance:float=7.0, seed:int=0, batch_size:int=1, ne
 def _guided_step(unet, schedule, x, t, y, w, g:Guidance, state, batched, net_batch, autocast, weak)->tuple:
     "The network output the scheduler steps with, and the x_t it steps from (CFG++ re-noises it), under method `g`."
     plain = g.method in ('cfg', 'interval', 'threshold') or (w == 1 and g.method != 'cfg++')
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast and bf16_native(x.device)):
+    low = autocast_dtype(x.device) if autocast else None
+    with torch.autocast(x.device.type, dtype=low or torch.float32, enabled=low is not None):
         if plain: return net_output(unet, x, t, y, w, batched, net_batch), x
         u, c = net_output(unet, x, t, y, w, batched, net_batch, pair=True, weak=weak)
     if g.method == 'cfg++': return cfgpp_inputs(schedule, x, u, c, cfgpp_lambda(w, g['k']), t)

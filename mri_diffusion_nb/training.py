@@ -23,7 +23,7 @@ from .data import augment, tile, to_png
 from .files import (FileError, atomic_dir, atomic_path, check_writable, clean_temps, error_text,
                                     output_lock)
 from .runtime import as_device
-from .unet import bf16_native, build_unet, get_preset, null_class
+from .unet import autocast_dtype, bf16_native, build_unet, get_preset, null_class
 from .schedule import NoiseSchedule
 from .store import open_data
 
@@ -33,7 +33,7 @@ __all__ = ['TRAIN_PRESETS', 'LIMITS', 'ON_RESUME', 'drop_labels', 'diffusion_los
            'step_generator', 'seed_step', 'batch_indices', 'batch_draws', 'StepBatches', 'StepSampler', 'step_loader',
            'ema_decay', 'ema_update_', 'TrainingError', 'CheckpointError', 'checkpoints', 'latest_checkpoint',
            'save_checkpoint', 'load_state', 'load_checkpoint', 'resume_checkpoint', 'run_config', 'resume_config',
-           'Trainer', 'weights_hash', 'train_device', 'train', 'read_metrics', 'plot_loss']
+           'Trainer', 'weights_hash', 'train_device', 'train_precision', 'train', 'read_metrics', 'plot_loss']
 
 # %% ../nbs/16_training.ipynb #af23d7f6
 def drop_labels(y:torch.Tensor, # class labels (B,)
@@ -613,17 +613,25 @@ def _lock_run(acc:Accelerator, run_dir:Path, stack:ExitStack):
     if not _all_ok(acc, err is None):
         raise err if err is not None else TrainingError(f"{run_dir}: process 0 could not lock the run folder")
 
+# %% ../nbs/16_training.ipynb #9622c004
+def train_precision(requested:str, # the config's mixed_precision: 'no', 'fp16' or 'bf16'
+                    device:str='cpu')->tuple:
+    """The precision Accelerate trains in, and a line saying why when it differs from the request: emulated bf16 is
+    slower than fp32, so bf16 falls back to fp16 with loss scaling on a CUDA GPU without it (T4, V100) and to fp32
+    on a CPU without it."""
+    if requested != 'bf16' or bf16_native(device): return requested, None
+    if device == 'cuda' and autocast_dtype('cuda') == torch.float16:
+        return 'fp16', 'bf16 is not native on this GPU: training in fp16 autocast with a gradient scaler'
+    return 'no', f"bf16 is not native on this CPU ({torch.backends.cpu.get_cpu_capability()}): training in fp32"
+
 # %% ../nbs/16_training.ipynb #4c4593c1
 def _open_run(cfg:TrainConfig, n_classes:int, resume:bool, stack:ExitStack, log:Callable|None=None,
               device:str='cpu')->Trainer:
     "Start Accelerate on `device`, lock the folder, load the checkpoint to resume from, write `config.json`."
     AcceleratorState._reset_state()  # a new run may use another precision in the same process
-    # emulated bf16 is slower than fp32
-    mp = 'no' if cfg.mixed_precision == 'bf16' and not bf16_native(device) else cfg.mixed_precision
+    mp, why = train_precision(cfg.mixed_precision, device)
     acc, run_dir, ck = Accelerator(mixed_precision=mp, cpu=device == 'cpu'), Path(cfg.out), None
-    if mp != cfg.mixed_precision and log and acc.is_main_process:
-        log(f"bf16 is not native on this {device} "
-            f"({torch.backends.cpu.get_cpu_capability() if device == 'cpu' else 'GPU'}): training in fp32")
+    if why and log and acc.is_main_process: log(why)
     _lock_run(acc, run_dir, stack)
     if resume:
         path, ck = resume_checkpoint(run_dir)

@@ -14,8 +14,8 @@ from diffusers import UNet2DModel
 
 # %% auto #0
 __all__ = ['PRESETS', 'UNetPreset', 'get_preset', 'build_unet', 'null_class', 'n_params', 'attention_resolutions', 'bf16_native',
-           'forward_flops', 'train_step_peak_rss', 'activation_bytes', 'activation_fit', 'train_memory',
-           'train_throughput']
+           'autocast_dtype', 'forward_flops', 'train_step_peak_rss', 'activation_bytes', 'activation_fit',
+           'train_memory', 'train_throughput']
 
 # %% ../nbs/12_unet.ipynb #01249733
 @dataclass
@@ -115,12 +115,22 @@ def _dummy_batch(model:UNet2DModel, batch_size:int=1)->tuple:
 # %% ../nbs/12_unet.ipynb #d3aa480f
 def bf16_native(device='cpu', # a device or its name
                )->bool:
-    "Whether `device` runs bf16 matmuls and convolutions natively (CUDA with bf16; a CPU with AVX512-BF16 or AMX)."
+    """Whether `device` runs bf16 matmuls and convolutions natively: a CUDA GPU from Ampere on (not a T4 or V100, where
+    `torch.cuda.is_bf16_supported()` answers True by emulating it), a CPU with AVX512-BF16 or AMX."""
     d = torch.device(device)
-    if d.type == 'cuda': return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if d.type == 'cuda':
+        if not torch.cuda.is_available(): return False
+        try: return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError: return torch.cuda.get_device_capability(d)[0] >= 8  # torch before 2.3
     if d.type != 'cpu': return False
     cpu = torch.cpu
     return any(getattr(cpu, f, lambda: False)() for f in ('_is_avx512_bf16_supported', '_is_amx_tile_supported'))
+
+def autocast_dtype(device='cpu')->torch.dtype|None:
+    "The low precision that pays on `device`: bf16 where native, fp16 on other CUDA GPUs (T4, V100), else None (fp32)."
+    d = torch.device(device)
+    if bf16_native(d): return torch.bfloat16
+    return torch.float16 if d.type == 'cuda' and torch.cuda.is_available() else None
 
 # %% ../nbs/12_unet.ipynb #ed16c544
 def forward_flops(model:UNet2DModel, # the network
