@@ -24,7 +24,7 @@ def _fail(cmd:str, e:BaseException)->int:
     print(f"mri-diffusion {cmd}: error: {msg}", file=sys.stderr)
     return 2
 
-# %% ../nbs/30_cli.ipynb #e62d096a
+# %% ../nbs/30_cli.ipynb #9152a226
 def _pattern_ok(pattern:str):
     "A --pattern is a glob relative to --source."
     if not pattern.strip(): raise UsageError("--pattern must not be empty (the default '**/*' takes every volume)")
@@ -257,7 +257,7 @@ def cmd_sample(a)->int:
 def _sample_parser(sub):
     "The `sample` subcommand's options."
     s = sub.add_parser('sample', help='generate synthetic slices (PNG, NIfTI, DICOM) with a manifest; resumable')
-    s.add_argument('--model', default='demo', help="'demo' (shipped) or a run directory")
+    s.add_argument('--model', default='demo', help="'demo' or 'demo-population' (shipped), or a run directory")
     s.add_argument('--n', type=int, default=16, help='number of images (default 16)')
     s.add_argument('--class', dest='cls', type=int, help='class index (default: all classes in turn)')
     s.add_argument('--guidance', type=float, default=7.0, help='classifier-free guidance scale (default 7.0)')

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import csv, fnmatch, glob, io, json, os, re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple, Protocol, runtime_checkable
 from PIL import Image
@@ -243,9 +244,9 @@ class SliceData:
         pick = lambda v: None if v is None else v[t]
         return SliceData(self.images[t], self.labels[t], [self.subjects[i] for i in m], list(self.class_names),
                          [which]*len(m), dict(self.settings), pick(self.slice_index), pick(self.level))
-    @property
-    def train(self): return self.subset('train')
-    @property
+    @cached_property
+    def train(self): return self.subset('train')  # copied once, then the same object (the slices are not edited)
+    @cached_property
     def val(self): return self.subset('val')
 
 # %% ../nbs/10_data.ipynb #21ad024a

@@ -22,10 +22,10 @@ from .guidance import (GUIDANCE_METHODS, Guidance, combine, step_scale, new_stat
                                        cfgpp_lambda, threshold_settings)
 
 # %% auto #0
-__all__ = ['SAMPLERS', 'DEFAULT_STEPS', 'MAX_N', 'MAX_SEED', 'MAX_BATCH', 'guide', 'DiffusionModel', 'find_weights', 'load_model',
-           'guided_pair', 'guided_output', 'make_scheduler', 'image_seed', 'image_generators', 'initial_noise',
-           'net_output', 'check_sampling', 'weak_unet', 'sample', 'grid_sampler', 'compare_samplers', 'sampling_widget',
-           'trajectory_widget']
+__all__ = ['SHIPPED', 'SAMPLERS', 'DEFAULT_STEPS', 'MAX_N', 'MAX_SEED', 'MAX_BATCH', 'guide', 'DiffusionModel', 'find_weights',
+           'load_model', 'guided_pair', 'guided_output', 'make_scheduler', 'image_seed', 'image_generators',
+           'initial_noise', 'net_output', 'check_sampling', 'weak_unet', 'sample', 'grid_sampler', 'compare_samplers',
+           'sampling_widget', 'trajectory_widget']
 
 # %% ../nbs/18_sampling.ipynb #56627dd0
 def guide(u:torch.Tensor, # unconditional prediction ε_θ(x_t, ∅)
@@ -62,12 +62,14 @@ def _files_id(folder:Path)->str:
     return h.hexdigest()[:12]
 
 # %% ../nbs/18_sampling.ipynb #3dbe2222
-def find_weights(path, # 'demo', 'demo-weak', a run directory, a checkpoint, or a diffusers U-Net folder
+SHIPPED = ('demo', 'demo-population', 'demo-weak')  # models inside the package (assets/NAME)
+
+def find_weights(path, # 'demo', 'demo-population', 'demo-weak', a run, a checkpoint, or a diffusers U-Net folder
                  weights:str='ema', # 'ema' or 'model'
                 )->tuple:
     "Resolve a model path to (U-Net folder, scheduler folder or None, config.json or None)."
-    # the demo model and its autoguidance partner
-    shipped = {'demo': _demo_dir(), 'demo-weak': _demo_dir().with_name('demo-weak')}
+    # the demo models (template levels; the population's tumour classes) and the demo's autoguidance partner
+    shipped = {k: _demo_dir().with_name(k) for k in SHIPPED}
     p = shipped.get(str(path), Path(path))
     if not p.exists(): raise DataError(p, 'model not found' if str(path) not in shipped
                                           else 'the demo model is not installed with this package')
