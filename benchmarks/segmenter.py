@@ -35,9 +35,11 @@ def presence(pred, truth, px, thr)->dict:
 
 
 def main():
+    # every module now: a long run must not import a library file that was edited while it trained
     from mri_diffusion_nb.segmentation import (CLASSES, boot_interval, dice_by_subject, population_slices, save_segmenter,
                                                segment, train_segmenter)
     from mri_diffusion_nb.data import FOV_MM
+    import mri_diffusion_nb.reader_study  # noqa: F401  (wilson, in `presence`)
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--population', type=Path, required=True)
     ap.add_argument('--held-out', type=int, default=40)
@@ -57,6 +59,8 @@ def main():
     t0 = time.time()
     net, losses = train_segmenter(tr, steps=a.steps, batch=a.batch, lr=a.lr, progress=True)
     t_train = time.time() - t0
+    net.info.update(held_out=sorted(held))
+    save_segmenter(net, a.out)  # saved before it is scored: the weights are never lost to a failure below
     ids = [s for s in data['subject'] if s in held]
     pred, truth, px = segment(net, data['x'][m]), data['y'][m], (FOV_MM/a.res)**2
     dice = {c: boot_interval(list(dice_by_subject(pred, truth, ids, k).values())) for k, c in enumerate(CLASSES) if k}
@@ -71,7 +75,7 @@ def main():
                else str(a.out), machine=dict(cpus=os.cpu_count(), threads=torch.get_num_threads(),
                                              python=platform.python_version(), torch=torch.__version__),
                date=time.strftime('%Y-%m-%d'))
-    net.info.update(held_out=sorted(held), dice={c: d['mean'] for c, d in dice.items()})
+    net.info.update(dice={c: d['mean'] for c, d in dice.items()})
     save_segmenter(net, a.out)
     (HERE/'results'/'segmenter.json').write_text(json.dumps(res, indent=1) + '\n')
     print(json.dumps(dict(dice=dice, presence=res['tumour_presence'], seconds=res['seconds']), indent=1))

@@ -295,6 +295,10 @@ def _dist(cpu:bool)->tuple:
     st = PartialState(cpu=cpu)
     return st.process_index, st.num_processes, st.wait_for_everyone, (lambda o: broadcast_object_list([o])[0])
 
+def _made_nothing(out:Path)->bool:
+    "Whether a generation folder holds nothing but its settings (and its lock): no image, no manifest, no part file."
+    return not any(p.is_file() and p.name not in ('generation.json', '.lock') for p in out.rglob('*'))
+
 def _prepare(out:Path, s:dict, run_id:str|None, merge)->dict:
     "Under the lock: remove dead writers' temp files, check or write generation.json, fold leftover part files in."
     clean_temps(out, recursive=True)
@@ -302,9 +306,10 @@ def _prepare(out:Path, s:dict, run_id:str|None, merge)->dict:
     if f.exists():
         meta = _read_json(f)
         if {k: v for k, v in meta.items() if k != 'run_id'} != s or not isinstance(meta.get('run_id'), str):
-            raise FileError(out, 'holds a generation with other settings; '
-                                 'use another --out or the same options to resume')
-    else:
+            if _made_nothing(out): f.unlink()  # a first run that failed before its first image binds nobody
+            else: raise FileError(out, 'holds a generation with other settings; '
+                                       'use another --out or the same options to resume')
+    if not f.exists():
         meta = {**s, 'run_id': run_id or os.urandom(16).hex()}
         with atomic_path(f) as tmp: tmp.write_text(json.dumps(meta, indent=1))
     merge()

@@ -13,9 +13,9 @@ from diffusers.guiders.adaptive_projected_guidance import MomentumBuffer, normal
 from .schedule import NoiseSchedule
 
 # %% auto #0
-__all__ = ['GUIDANCE_METHODS', 'Guidance', 'sigma', 'x0_of', 'eps_of', 'out_of', 'step_scale', 'rescale_cfg', 'apg_cfg',
-           'cfgpp_lambda', 'cfgpp_inputs', 'threshold_settings', 'new_state', 'combine', 'diversity_gap', 'meets_goal',
-           'recommend']
+__all__ = ['GUIDANCE_METHODS', 'PARAM_RANGES', 'Guidance', 'sigma', 'x0_of', 'eps_of', 'out_of', 'step_scale', 'rescale_cfg',
+           'apg_cfg', 'cfgpp_lambda', 'cfgpp_inputs', 'threshold_settings', 'new_state', 'combine', 'diversity_gap',
+           'meets_goal', 'recommend']
 
 # %% ../nbs/17_guidance.ipynb #fd3d7e5a
 GUIDANCE_METHODS = {  # method: its parameters and their defaults
@@ -26,6 +26,17 @@ GUIDANCE_METHODS = {  # method: its parameters and their defaults
     'cfg++': dict(k=12.5),                  # λ = w/k: the paper pairs λ = 0.2 ... 1.0 with w = 2.5 ... 12.5
     'threshold': dict(p=0.995, smax=1.5),   # percentile, max threshold (Imagen's p; DeepFloyd IF's s_max in diffusers)
     'auto': dict(weak='demo-weak'),         # the weak model: 'demo-weak' (shipped), a run directory or a model folder
+}
+
+PARAM_RANGES = {  # (method, parameter): (lowest, highest, what the rule says)
+    ('interval', 'lo'): (0., math.inf, 'must be 0 or more (a noise level σ)'),
+    ('rescale', 'phi'): (0., 1., 'must be between 0 and 1 (a share)'),
+    ('apg', 'eta'): (0., 1., 'must be between 0 and 1 (the weight of the parallel part)'),
+    ('apg', 'r'): (0., math.inf, 'must be 0 (no cap) or more'),
+    ('apg', 'beta'): (-0.99, 0.99, 'must be between -0.99 and 0.99 (a momentum)'),
+    ('cfg++', 'k'): (1e-6, math.inf, 'must be above 0 (λ = w/k)'),
+    ('threshold', 'p'): (0.5, 1., 'must be between 0.5 and 1 (a percentile as a fraction)'),
+    ('threshold', 'smax'): (1., math.inf, 'must be 1 or more'),
 }
 
 # %% ../nbs/17_guidance.ipynb #96d0ccaf
@@ -46,6 +57,10 @@ class Guidance:
         for k, v in self.params.items():
             if isinstance(v, float) and not math.isfinite(v):
                 raise ValueError(f"guidance parameter {k} must be finite, got {v}")
+            lo, hi, what = PARAM_RANGES.get((self.method, k), (-math.inf, math.inf, ''))
+            if isinstance(v, float) and not lo <= v <= hi: raise ValueError(f"{self.method}:{k}={v:g}: {k} {what}")
+        if self.method == 'interval' and self['hi'] <= self['lo']:
+            raise ValueError(f"interval:lo={self['lo']:g},hi={self['hi']:g}: hi must be above lo")
 
     def __getitem__(self, k): return self.params[k]
     def __str__(self):
@@ -62,6 +77,8 @@ def parse(cls:Guidance, spec:str|Guidance|None)->Guidance:
     if any(len(p) != 2 for p in kv):
         raise ValueError(f"guidance {spec!r}: write parameters as name=value, e.g. apg:eta=0,r=8")
     d = GUIDANCE_METHODS.get(name.strip(), {})
+    if len(names := [k.strip() for k, _ in kv]) != len(set(names)):
+        raise ValueError(f"guidance {spec!r}: a parameter is given twice")
     try: params = {k.strip(): type(d.get(k.strip(), ''))(v.strip()) for k, v in kv}  # each value as its default's type
     except ValueError as e: raise ValueError(f"guidance {spec!r}: {e}") from None
     return cls(name.strip(), params)

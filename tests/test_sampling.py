@@ -348,3 +348,27 @@ def test_auto_guidance_refuses_a_mismatched_weak_model(run):
     from mri_diffusion_nb.unet import build_unet
     with pytest.raises(ValueError, match='does not match'):
         sample(load_model(run, device='cpu'), classes=[0], steps=2, guidance_method='auto', weak=build_unet('weak'))
+
+@pytest.mark.parametrize('spec, words', [
+    ('threshold:p=0', ['threshold:p=0', 'between 0.5 and 1']), ('cfg++:k=-2', ['cfg++:k=-2', 'above 0']),
+    ('interval:lo=5,hi=1', ['hi must be above lo']), ('rescale:phi=7', ['rescale:phi=7', 'between 0 and 1']),
+    ('apg:beta=3', ['apg:beta=3', 'momentum']), ('apg:eta=0,eta=1', ['given twice']), ('apg:r=-1', ['apg:r=-1'])])
+def test_guidance_parameters_out_of_range_are_refused(tmp_path, spec, words):
+    "Issue 29, kind 4: a guidance parameter is checked against its method's range, not only for being finite."
+    from mri_diffusion_nb.guidance import Guidance
+    with pytest.raises(ValueError) as e: Guidance.parse(spec)
+    assert all(w in str(e.value) for w in words), str(e.value)
+    one_line_error(cli('sample', '--model', 'demo', '--n', 1, '--steps', 2, '--guidance-method', spec,
+                       '--out', tmp_path/'G'), *words)
+    assert not (tmp_path/'G').exists()     # a refused command leaves nothing that blocks the corrected one
+
+def test_a_run_that_made_nothing_does_not_block_the_corrected_one(tmp_path):
+    "Issue 29, kind 3: generation.json left by a first run that failed before any image gives way to new settings."
+    G = tmp_path/'G'
+    assert cli('sample', '--model', 'demo', '--n', 1, '--steps', 2, '--out', G).returncode == 0
+    for f in G.rglob('*'):                      # keep only what a run that died before its first image leaves
+        if f.is_file() and f.name != 'generation.json': f.unlink()
+    r = cli('sample', '--model', 'demo', '--n', 1, '--steps', 3, '--out', G)
+    assert r.returncode == 0, r.stderr
+    r = cli('sample', '--model', 'demo', '--n', 1, '--steps', 2, '--out', G)   # with an image there, settings bind
+    one_line_error(r, 'other settings')
