@@ -24,7 +24,7 @@ def _fail(cmd:str, e:BaseException)->int:
     print(f"mri-diffusion {cmd}: error: {msg}", file=sys.stderr)
     return 2
 
-# %% ../nbs/30_cli.ipynb #a3d822b7
+# %% ../nbs/30_cli.ipynb #dd5b75a4
 def _pattern_ok(pattern:str):
     "A --pattern is a glob relative to --source."
     if not pattern.strip(): raise UsageError("--pattern must not be empty (the default '**/*' takes every volume)")

@@ -192,7 +192,7 @@ def make_subject(seed:int, i:int, # the subject is deterministic in (seed, i)
     L = ndi.map_coordinates(lab, v, order=0, cval=0).reshape(shape)
     return _scan(p, I, L, A, seed, i)
 
-# %% ../nbs/02_population.ipynb #9838311c
+# %% ../nbs/02_population.ipynb #4bc74037
 def slice_truth(L:np.ndarray, # label map (`LABELS`) on the scan's grid
                 A:np.ndarray, # its voxel-to-world affine
                 step:float=1., # in-plane sampling step, mm

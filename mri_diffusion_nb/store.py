@@ -384,7 +384,7 @@ class SliceDataset(torch.utils.data.Dataset):
         x = self.data.images[torch.as_tensor(idx, dtype=torch.long)]
         return list(zip(x, self.data.labels[torch.as_tensor(idx, dtype=torch.long)].tolist()))
 
-# %% ../nbs/11_store.ipynb #550930dc
+# %% ../nbs/11_store.ipynb #30c8e86e
 def _truth_planes(population:Path)->dict:
     "subject -> (z_mm, tumour_mm2) arrays from a population's `slices.csv`."
     f = population/'slices.csv'

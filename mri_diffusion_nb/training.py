@@ -613,7 +613,7 @@ def _lock_run(acc:Accelerator, run_dir:Path, stack:ExitStack):
     if not _all_ok(acc, err is None):
         raise err if err is not None else TrainingError(f"{run_dir}: process 0 could not lock the run folder")
 
-# %% ../nbs/16_training.ipynb #2bee6755
+# %% ../nbs/16_training.ipynb #ede2c65e
 def train_precision(requested:str, # the config's mixed_precision: 'no', 'fp16' or 'bf16'
                     device:str='cpu')->tuple:
     """The precision Accelerate trains in, and a line saying why when it differs from the request: emulated bf16 is
