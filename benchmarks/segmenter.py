@@ -17,17 +17,19 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-def area_errors(pred, truth, px, k)->dict:
-    "Measured minus true area (mm^2) of class k per slice: mean, mean absolute, correlation."
-    a, b = (pred == k).sum((1, 2)).numpy()*px, (truth == k).sum((1, 2)).numpy()*px
+def area_errors(pred, truth, c:str)->dict:
+    "Measured minus true area (mm^2) of class c per slice: mean, mean absolute, correlation."
+    from mri_diffusion_nb.segmentation import class_areas
+    a, b = class_areas(pred)[f'{c}_mm2'], class_areas(truth)[f'{c}_mm2']
     return dict(mean_diff_mm2=float((a - b).mean()), mean_abs_diff_mm2=float(np.abs(a - b).mean()),
                 mean_true_mm2=float(b.mean()), r=float(np.corrcoef(a, b)[0, 1]))
 
 
-def presence(pred, truth, px, thr)->dict:
+def presence(pred, truth, thr)->dict:
     "Slice-level tumour presence (area >= thr) by the network against the truth: sensitivity, specificity."
     from mri_diffusion_nb.reader_study import wilson
-    p, t = (pred == 2).sum((1, 2)).numpy()*px >= thr, (truth == 2).sum((1, 2)).numpy()*px >= thr
+    from mri_diffusion_nb.segmentation import class_areas
+    p, t = class_areas(pred)['tumour_mm2'] >= thr, class_areas(truth)['tumour_mm2'] >= thr
     tp, tn = int((p & t).sum()), int((~p & ~t).sum())
     return dict(threshold_mm2=thr, positives=int(t.sum()), negatives=int((~t).sum()),
                 sensitivity=tp/max(int(t.sum()), 1), sensitivity_ci=list(wilson(tp, int(t.sum()))),
@@ -38,7 +40,6 @@ def main():
     # every module now: a long run must not import a library file that was edited while it trained
     from mri_diffusion_nb.segmentation import (CLASSES, boot_interval, dice_by_subject, population_slices, save_segmenter,
                                                segment, train_segmenter)
-    from mri_diffusion_nb.data import FOV_MM
     import mri_diffusion_nb.reader_study  # noqa: F401  (wilson, in `presence`)
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--population', type=Path, required=True)
@@ -62,14 +63,14 @@ def main():
     net.info.update(held_out=sorted(held))
     save_segmenter(net, a.out)  # saved before it is scored: the weights are never lost to a failure below
     ids = [s for s in data['subject'] if s in held]
-    pred, truth, px = segment(net, data['x'][m]), data['y'][m], (FOV_MM/a.res)**2
+    pred, truth = segment(net, data['x'][m]), data['y'][m]
     dice = {c: boot_interval(list(dice_by_subject(pred, truth, ids, k).values())) for k, c in enumerate(CLASSES) if k}
     res = dict(protocol=__doc__.split('\n\n', 2)[2].replace('\n', ' '), population=str(a.population),
                subjects=dict(train=len(subjects) - len(held), held_out=len(held)),
                slices=dict(train=int((~m).sum()), held_out=int(m.sum())), res=a.res, steps=a.steps, batch=a.batch,
                lr=a.lr, params=sum(p.numel() for p in net.parameters()), dice=dice,
-               tumour_presence=presence(pred, truth, px, 100.),
-               area={c: area_errors(pred, truth, px, k) for k, c in enumerate(CLASSES) if k},
+               tumour_presence=presence(pred, truth, 100.),
+               area={c: area_errors(pred, truth, c) for k, c in enumerate(CLASSES) if k},
                seconds=dict(slices=round(t_data), train=round(t_train), per_step=round(t_train/a.steps, 3)),
                final_loss=net.info['final_loss'], weights=str(a.out.relative_to(ROOT)) if a.out.is_relative_to(ROOT)
                else str(a.out), machine=dict(cpus=os.cpu_count(), threads=torch.get_num_threads(),

@@ -9,13 +9,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from .data import DataError, SliceData, augment
-from .files import error_text
-from .files import atomic_path
-from .runtime import as_device, _resize, chunks, module_device
+from .runtime import as_device, _resize, chunks, module_device, read_module, save_module
 from .sampling import _demo_dir
 
 # %% auto #0
@@ -116,29 +112,16 @@ _CLF_FORMAT = 'mri_diffusion_nb.classifier/1'
 
 def save_classifier(model:SliceClassifier, path)->Path:
     "Write a classifier to safetensors (weights plus config and info as JSON metadata), atomically."
-    path = Path(path)
-    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(sd, str(tmp), metadata=dict(format=_CLF_FORMAT, config=json.dumps(model.config),
-                                              info=json.dumps(model.info)))
-    return path
+    return save_module(model, path, _CLF_FORMAT)
 
 def load_classifier(path, # a file written by `save_classifier`
                     device='cpu', # where the classifier is loaded
                    )->SliceClassifier:
     "Read a classifier written by `save_classifier` (no pickle)."
-    path = Path(path)
-    if not path.is_file(): raise DataError(path, 'classifier file not found')
-    try:
-        with safe_open(str(path), framework='pt', device=str(torch.device(device))) as f:
-            meta = f.metadata() or {}
-            sd = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e: raise DataError(path, f'not a safetensors file ({error_text(e)})') from None
-    if meta.get('format') != _CLF_FORMAT: raise DataError(path, 'not a classifier written by save_classifier')
-    cfg = json.loads(meta['config'])
+    sd, cfg, info = read_module(path, _CLF_FORMAT, 'classifier', device)
     m = SliceClassifier(cfg['n_classes'], cfg['width'], cfg['res'], cfg['class_names']).to(device)
     m.load_state_dict(sd)
-    m.info = json.loads(meta.get('info', '{}'))
+    m.info = info
     return m.eval()
 
 # %% ../nbs/24_adherence.ipynb #2fd537ab

@@ -151,7 +151,7 @@ def resample_volume(vol:Volume, # a volume (any affine, oblique included)
     out = nip.resample_to_output(img, tuple(dst), order=order, mode='constant', cval=float(vol.data.min()))
     return Volume(np.asarray(out.dataobj, np.float32), out.affine, tuple(float(z) for z in dst), vol.path)
 
-# %% ../nbs/10_data.ipynb #2ecae213
+# %% ../nbs/10_data.ipynb #9174c5bb
 def _crop_pad(a:np.ndarray, axes:list, starts:list, n:int, fill=0)->np.ndarray:
     "Window `[start, start + n)` along each of `axes`, padded with `fill` where it leaves the array."
     for ax, s in zip(axes, starts):
@@ -160,6 +160,7 @@ def _crop_pad(a:np.ndarray, axes:list, starts:list, n:int, fill=0)->np.ndarray:
         a = np.take(np.pad(a, pad, constant_values=fill), np.arange(n) + s + pad[ax][0], axis=ax)
     return a
 
+# %% ../nbs/10_data.ipynb #2ecae213
 def to_grid(vol:Volume, # a volume in RAS orientation
             res:int=64, # pixels across the field of view
             axis:str='axial', # slicing direction
@@ -371,12 +372,13 @@ def subject_of(path:Path, root:Path)->str:
     rel = Path(path).relative_to(root)
     return rel.parts[0] if len(rel.parts) > 1 else _stem(rel.name)
 
-# %% ../nbs/10_data.ipynb #caa19c44
+# %% ../nbs/10_data.ipynb #2ef885f6
 def bin_names(bins:list, column:str='age')->list:
     "Class names for numeric bins with edges `bins`: below the first edge, between edges, from the last edge up."
     e = [f'{b:g}' for b in bins]
     return [f'{column} <{e[0]}'] + [f'{column} {a}-{b}' for a, b in zip(e, e[1:])] + [f'{column} >={e[-1]}']
 
+# %% ../nbs/10_data.ipynb #caa19c44
 def read_labels_csv(path, # CSV file
                     label_column:str='class', # the column holding the class (or a number to bin)
                     subject_column:str='subject', # the column holding the subject id
@@ -449,7 +451,7 @@ def find_volumes(folder, # a folder of volumes
     if not files: raise DataError(folder, f"no NIfTI files ({pattern}) found")
     return files
 
-# %% ../nbs/10_data.ipynb #5e089ebd
+# %% ../nbs/10_data.ipynb #14b5784e
 def _pick_modality(files:list, folder:Path, modality:str|None)->tuple:
     "The files of one contrast, and the subjects that have volumes but not that one (listed, never dropped)."
     if modality is None: return files, []
@@ -459,6 +461,7 @@ def _pick_modality(files:list, folder:Path, modality:str|None)->tuple:
     if not picked: raise DataError(folder, f'no {modality} volumes (*_{modality}.nii.gz) found')
     return picked, sorted({subject_of(f, folder) for f in files} - {subject_of(f, folder) for f in picked})
 
+# %% ../nbs/10_data.ipynb #5e089ebd
 def find_subjects(folder, # a folder of volumes
                   pattern:str='**/*', exclude:list=(), # which files
                   modality:str|None=None, # BraTS-style: which contrast (t1, t1ce, t2, flair)
@@ -489,7 +492,7 @@ def subject_slices(image, # the subject's image volume
                    pct:tuple=(0.5, 99.5),
                   )->dict:
     """One subject's slices on the millimetre grid: images, slice indices, levels, world positions along the slicing
-    axis (mm), and each slice's labelled area in mm² (with a seg)."""
+    axis (mm), and with a seg its label slices (`seg`, turned as the images are) and each one's labelled area in mm²."""
     vol = load_volume(image)
     sv = None if seg is None else load_volume(seg, labels=True)
     if sv is not None and sv.data.shape != vol.data.shape:
@@ -501,9 +504,9 @@ def subject_slices(image, # the subject's image volume
     except ValueError as e:
         if isinstance(e, DataError): raise
         raise DataError(image, str(e)) from None
-    area = None if s is None else (np.take(s, keep, axis=AXES[axis]) > 0).sum(axis=(1, 2) if AXES[axis] == 0 else
-                                   (0, 2) if AXES[axis] == 1 else (0, 1))*(fov_mm/res)**2
-    return dict(x=x, slice_index=keep, level=level, pos_mm=pos[keep], tumour_mm2=area)
+    seg_x = None if s is None else np.stack([_to_image(np.take(s, k, axis=AXES[axis]), AXES[axis]) for k in keep])
+    area = None if seg_x is None else (seg_x > 0).sum((1, 2))*(fov_mm/res)**2
+    return dict(x=x, slice_index=keep, level=level, pos_mm=pos[keep], tumour_mm2=area, seg=seg_x)
 
 # %% ../nbs/10_data.ipynb #2ffc9222
 def plan_folder(folder, # a folder of volumes

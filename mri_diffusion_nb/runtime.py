@@ -4,16 +4,18 @@
 
 # %% ../nbs/01_runtime.ipynb #57ea5aa8
 from __future__ import annotations
-import os, socket
+import json, os, socket
 from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
 from .files import DataError, atomic_path, error_text
 
 # %% auto #0
 __all__ = ['INCEPTION_FILE', 'INCEPTION_URL', 'INCEPTION_ENV', 'LPIPS_ENV', 'LPIPS_BACKBONES', 'as_device', 'module_device',
-           'chunks', 'WeightsError', 'hub_checkpoint_dir', 'resolve_weights']
+           'chunks', 'save_module', 'read_module', 'WeightsError', 'hub_checkpoint_dir', 'resolve_weights']
 
 # %% ../nbs/01_runtime.ipynb #f530309b
 def as_device(device=None, # 'cuda', 'cuda:1', 'cpu', a torch.device, or None
@@ -54,6 +56,29 @@ def _resize(x:torch.Tensor, res:int)->torch.Tensor:
     "Bilinear, anti-aliased resize to `res` x `res` (a no-op at that size)."
     if x.shape[-1] == res and x.shape[-2] == res: return x
     return F.interpolate(x.float(), size=(res, res), mode='bilinear', antialias=True, align_corners=False).clamp(-1, 1)
+
+# %% ../nbs/01_runtime.ipynb #22117c4c
+def save_module(net:nn.Module, # a network with `config` and `info` dicts
+                path, fmt:str, # the file, and its format tag (e.g. 'mri_diffusion_nb.segmenter/1')
+               )->Path:
+    "Write the weights, the format tag and `config` and `info` as JSON metadata to safetensors, atomically."
+    sd = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(sd, str(tmp), metadata=dict(format=fmt, config=json.dumps(net.config), info=json.dumps(net.info)))
+    return Path(path)
+
+def read_module(path, fmt:str, # the file and the format tag it must carry
+                what:str, # what it holds, for the messages: 'classifier', 'segmenter'
+                device='cpu')->tuple:
+    "`(state dict on device, config, info)` from a file `save_module` wrote; one-line `DataError` otherwise."
+    path = Path(path)
+    if not path.is_file(): raise DataError(path, f'{what} file not found')
+    try:
+        with safe_open(str(path), framework='pt', device=str(as_device(device))) as f:
+            meta, sd = f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e: raise DataError(path, f'not a safetensors file ({error_text(e)})') from None
+    if meta.get('format') != fmt: raise DataError(path, f'not a {what} written by save_{what}')
+    return sd, json.loads(meta['config']), json.loads(meta.get('info', '{}'))
 
 # %% ../nbs/01_runtime.ipynb #2db9401f
 class WeightsError(DataError):

@@ -11,19 +11,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from diffusers import UNet2DModel
-from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
-from .files import DataError, atomic_path, error_text
+from .files import DataError
 from .population import LABELS, labels_file
-from .data import FOV_MM, SLICE_MM, _slices, _to_image, find_subjects, load_volume, to_grid
-from .runtime import as_device, chunks, module_device
+from .data import FOV_MM, SLICE_MM, find_subjects, subject_slices
+from .runtime import as_device, chunks, module_device, read_module, save_module
 from .unet import bf16_native
 
 # %% auto #0
 __all__ = ['CLASSES', 'class_map', 'labelled_slices', 'population_slices', 'Segmenter', 'seg_loss', 'train_segmenter', 'segment',
-           'measure', 'dice_by_subject', 'boot_interval', 'save_segmenter', 'load_segmenter', 'anatomy_table',
-           'segmenter_path']
+           'class_areas', 'measure', 'dice_by_subject', 'boot_interval', 'save_segmenter', 'load_segmenter',
+           'anatomy_table', 'segmenter_path']
 
 # %% ../nbs/29_segmentation.ipynb #ea74bf8c
 CLASSES = ('other', 'ventricle', 'tumour')
@@ -42,11 +40,8 @@ def labelled_slices(image, # the subject's image volume
                     pct:tuple=(0.5, 99.5), # the same settings as `mri-diffusion data`
                    )->dict:
     "Axial slices `x` (N, 1, res, res) in [-1, 1] exactly as the store makes them, their class maps `y`, positions."
-    vol, lab = load_volume(image), load_volume(labels, labels=True)
-    norm, fg, s, pos = to_grid(vol, res, 'axial', fov_mm, slice_mm, pct, lab)
-    x, keep, _ = _slices(norm, fg, 'axial', min_brain)
-    y = np.stack([class_map(_to_image(np.take(s, k, axis=2), 2).astype(np.int64)) for k in keep])
-    return dict(x=x, y=torch.from_numpy(np.ascontiguousarray(y)), pos_mm=pos[keep])
+    r = subject_slices(image, labels, res, 'axial', fov_mm, slice_mm, min_brain, pct)
+    return dict(x=r['x'], y=torch.from_numpy(class_map(r['seg'].astype(np.int64))), pos_mm=r['pos_mm'])
 
 # %% ../nbs/29_segmentation.ipynb #e357363c
 def population_slices(folder, # a population folder (`mri-diffusion population --layout brats` or `ixi`)
@@ -95,7 +90,7 @@ def seg_loss(logits:torch.Tensor, # (B, C, H, W)
     dice = (2*inter + 1)/(size + 1)
     return F.cross_entropy(logits.float(), y.long()) + (1 - dice[1:]).mean()
 
-# %% ../nbs/29_segmentation.ipynb #613b7fdd
+# %% ../nbs/29_segmentation.ipynb #1b8cede3
 def _augment(x:torch.Tensor, y:torch.Tensor, g:torch.Generator)->tuple:
     "Random left-right flips, intensity scale and offset (drawn on the CPU generator, applied on x's device)."
     n, dev = len(x), x.device
@@ -104,6 +99,7 @@ def _augment(x:torch.Tensor, y:torch.Tensor, g:torch.Generator)->tuple:
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
     return ((x + 1)*a - 1 + b).clamp(-1, 1), torch.where(flip[:, None, None], y.flip(-1), y)
 
+# %% ../nbs/29_segmentation.ipynb #613b7fdd
 def train_segmenter(data:dict, # from `population_slices`: x, y, subject
                     steps:int=2000, batch:int=32, lr:float=2e-3, seed:int=0,
                     channels:tuple=(16, 32, 64), device=None, progress:bool|None=None,
@@ -144,10 +140,15 @@ def segment(net:Segmenter, # a trained segmenter
     dev = module_device(net)
     return torch.cat([net(x).argmax(1).to('cpu', torch.uint8) for _, x in chunks(images, batch, dev)])
 
-def measure(net:Segmenter, images, fov_mm:float=FOV_MM, batch:int=64)->dict:
-    "Per slice: each structure's area in mm² on the store's grid."
-    maps, px = segment(net, images, batch), (fov_mm/net.config['res'])**2
+def class_areas(maps:torch.Tensor, # (N, res, res) class maps, measured or true
+                fov_mm:float=FOV_MM)->dict:
+    "Per slice: each structure's area in mm² on the store's grid (`ventricle_mm2`, `tumour_mm2`)."
+    px = (fov_mm/maps.shape[-1])**2
     return {f'{c}_mm2': (maps == k).sum((1, 2)).numpy()*px for k, c in enumerate(CLASSES) if k}
+
+def measure(net:Segmenter, images, fov_mm:float=FOV_MM, batch:int=64)->dict:
+    "Per slice: each structure's area in mm², as the instrument measures it."
+    return class_areas(segment(net, images, batch), fov_mm)
 
 # %% ../nbs/29_segmentation.ipynb #be5db278
 def dice_by_subject(pred:torch.Tensor, # (N, H, W) class maps
@@ -185,25 +186,14 @@ _SEG_FORMAT = 'mri_diffusion_nb.segmenter/1'
 
 def save_segmenter(net:Segmenter, path)->Path:
     "Write a segmenter to safetensors (weights plus config and info as JSON metadata), atomically."
-    sd = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(sd, str(tmp), metadata=dict(format=_SEG_FORMAT, config=json.dumps(net.config),
-                                              info=json.dumps(net.info)))
-    return Path(path)
+    return save_module(net, path, _SEG_FORMAT)
 
 def load_segmenter(path, device='cpu')->Segmenter:
-    "Read a segmenter written by `save_segmenter`."
-    path = Path(path)
-    if not path.is_file(): raise DataError(path, 'segmenter file not found')
-    try:
-        with safe_open(str(path), framework='pt', device=str(as_device(device))) as f:
-            meta, sd = f.metadata() or {}, {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e: raise DataError(path, f'not a safetensors file ({error_text(e)})') from None
-    if meta.get('format') != _SEG_FORMAT: raise DataError(path, 'not a segmenter written by save_segmenter')
-    c = json.loads(meta['config'])
+    "Read a segmenter written by `save_segmenter` (no pickle)."
+    sd, c, info = read_module(path, _SEG_FORMAT, 'segmenter', device)
     net = Segmenter(c['res'], tuple(c['channels']), c['n_classes']).to(as_device(device))
     net.load_state_dict(sd)
-    net.info = json.loads(meta.get('info', '{}'))
+    net.info = info
     return net.eval()
 
 # %% ../nbs/29_segmentation.ipynb #ac19609e

@@ -21,12 +21,11 @@ DEST = ROOT/'mri_diffusion_nb'/'assets'/'demo-population'
 
 def real_reference(seg, population:Path, held:int)->dict:
     "The held-out subjects' slices, classed by their truth masks, measured by the instrument."
-    from mri_diffusion_nb.data import FOV_MM
-    from mri_diffusion_nb.segmentation import anatomy_table, population_slices
+    from mri_diffusion_nb.segmentation import anatomy_table, class_areas, population_slices
     subs = sorted(json.loads(p.read_text())['subject'] for p in (population/'.population').glob('*.json')
                   if p.name != 'settings.json')[-held:]
     d = population_slices(population, subs, res=seg.config['res'], progress=False)
-    cls = ((d['y'] == 2).sum((1, 2)).numpy()*(FOV_MM/seg.config['res'])**2 >= 100.).astype(int)
+    cls = (class_areas(d['y'])['tumour_mm2'] >= 100.).astype(int)
     return dict(subjects=subs, table=anatomy_table(seg, d['x'], cls, ['no tumour', 'tumour'], groups=d['subject']))
 
 
