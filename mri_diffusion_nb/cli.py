@@ -497,16 +497,19 @@ def _demo_parser(sub):
 
 # %% ../nbs/30_cli.ipynb #01475fb8
 def cmd_reader_study(a)->int:
-    from mri_diffusion_nb.reader_study import load_answers, load_key, make_study, score_study, write_score_report
+    from mri_diffusion_nb.reader_study import (load_answers, load_key, make_study, score_study, write_score_report,
+                                              _tell_line)
     if a.action == 'make':
         if a.n < 2 or a.n % 2:
             raise UsageError(f"--n must be an even number of at least 2 (half real, half generated), got {a.n}")
         if a.display < 64: raise UsageError(f"--display must be at least 64 pixels, got {a.display}")
-        key = make_study(a.real, a.fake, a.out, n=a.n, seed=a.seed, key=a.key, display=a.display)
+        key = make_study(a.real, a.fake, a.out, n=a.n, seed=a.seed, key=a.key, display=a.display,
+                         tells='warn' if a.allow_tells else 'refuse')
         kp = Path(a.key) if a.key else Path(a.out).parent/f'{Path(a.out).name}_KEY.json'
         print(f"wrote {Path(a.out)/'index.html'} ({key['n']} images of {key['image_size']}x{key['image_size']}, "
               f"{sum(i['truth'] == 'real' for i in key['items'])} real) "
               f"and the truth key {kp} (keep it from the readers)")
+        print(_tell_line(key['tell_check']).lstrip('- ').replace('**', ''))
         return 0
     key = load_key(a.study, a.key)
     answers = [load_answers(f, key) for f in a.answers]
@@ -538,6 +541,9 @@ def _reader_study_parser(sub):
     rm.add_argument('--seed', type=int, help='order seed (default: drawn at random and kept in the key only)')
     rm.add_argument('--key', help='truth key path (default: STUDY_KEY.json beside the study folder)')
     rm.add_argument('--display', type=int, default=384, help='on-screen image size in pixels (default 384)')
+    rm.add_argument('--allow-tells', action='store_true',
+                    help='write the study even when the tell detector separates real from generated images by '
+                         'image statistics (recorded in the key and the scored report); refused by default')
     rm.add_argument('--out', required=True, help='study folder to write (must not exist)')
     rc = rs.add_parser('score', help='score answers files saved from the study page')
     rc.add_argument('study', help='the study folder (or its key file)')

@@ -4,13 +4,14 @@
 
 # %% ../nbs/00_files.ipynb #82065cd5
 from __future__ import annotations
-import ctypes, json, os, re, shutil, socket, stat, sys, tempfile, time
+import ctypes, json, os, re, shutil, signal, socket, stat, sys, tempfile, time
 from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['TEMP_PREFIX', 'OLD_PREFIX', 'FileError', 'DataError', 'error_text', 'os_problem', 'check_target', 'fsync_path',
-           'atomic_path', 'atomic_dir', 'output_lock', 'clean_temps', 'writing', 'clean_stale', 'check_writable']
+           'atomic_path', 'clean_dead_dirs', 'atomic_dir', 'read_lock', 'die_with_parent', 'output_lock', 'clean_temps',
+           'writing', 'clean_stale', 'check_writable']
 
 # %% ../nbs/00_files.ipynb #09ee205b
 TEMP_PREFIX, OLD_PREFIX = '.tmp-', '.old-'
@@ -109,6 +110,22 @@ def _exchange(a:Path, b:Path)->bool:
 def _tmp_name(path:Path, prefix:str=TEMP_PREFIX)->Path:
     return path.with_name(f'{prefix}{path.name}-{os.getpid()}-{os.urandom(3).hex()}')
 
+def _alive(pid:int)->bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except OSError: return True  # exists, owned by someone else
+    return True
+
+def clean_dead_dirs(path:Path)->list:
+    "Remove the temporary folders of `path` whose writer (the pid in their name) is gone; returns them."
+    gone = []
+    for p in Path(path).parent.glob(f'{TEMP_PREFIX}{Path(path).name}-*-*'):
+        pid = p.name[len(TEMP_PREFIX) + len(Path(path).name) + 1:].split('-')[0]
+        if p.is_dir() and not p.is_symlink() and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+            gone.append(p)
+    return gone
+
 # %% ../nbs/00_files.ipynb #c938c493
 @contextmanager
 def atomic_dir(path, # the folder to (re)write as a set
@@ -117,6 +134,7 @@ def atomic_dir(path, # the folder to (re)write as a set
     path = Path(path)
     if path.is_symlink() or (path.exists() and not path.is_dir()): raise FileError(path, 'exists and is not a folder')
     _mkdir(path.parent)
+    clean_dead_dirs(path)
     tmp = _tmp_name(path)
     try:
         tmp.mkdir()
@@ -154,7 +172,36 @@ _held = {}  # resolved folder -> [fd, depth]
 def _holder(lf:Path)->str:
     try: h = json.loads(lf.read_text())
     except (OSError, ValueError): return 'another process'
+    if not isinstance(h, dict): return 'another process'
+    if h.get('host') == socket.gethostname() and isinstance(h.get('pid'), int) and not _alive(h['pid']):
+        return 'a reader, such as a training run on this data'  # the recorded writer is gone: readers hold it now
     return f"pid {h.get('pid')} on {h.get('host')}: {h.get('command')}, since {h.get('since')}"
+
+# %% ../nbs/00_files.ipynb #610af30d
+@contextmanager
+def read_lock(folder, # a folder another command writes under `output_lock` (a slice store)
+             ):
+    """Hold a shared lock on `folder` while the block runs: any number of readers at once, but no writer while they
+    read, and no reader while a writer writes (one-line `FileError`)."""
+    folder = Path(folder)
+    try: fd = os.open(folder/'.lock', os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield folder  # a read-only folder: nobody can rebuild it here either
+        return
+    try:
+        if fcntl is not None:
+            try: fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                raise FileError(folder, f'being written ({_holder(folder/".lock")}); wait for it to finish') from None
+        yield folder
+    finally: os.close(fd)
+
+def die_with_parent(parent:int):
+    "Worker initializer: Linux sends this process SIGTERM when its parent dies; it exits now if the parent is gone."
+    if sys.platform.startswith('linux'):
+        try: ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError): pass
+    if os.getppid() != parent: os._exit(1)
 
 # %% ../nbs/00_files.ipynb #cbb97462
 @contextmanager
@@ -174,7 +221,7 @@ def output_lock(folder, # the output folder (created if missing)
     except OSError as e: raise FileError(folder, f'cannot write here ({os_problem(e)})') from None
     if not _flock(fd):
         os.close(fd)
-        raise FileError(folder, f'in use by another writer ({_holder(lf)}); wait for it or choose another output')
+        raise FileError(folder, f'in use by another command ({_holder(lf)}); wait for it or choose another output')
     me = dict(pid=os.getpid(), host=socket.gethostname(), command=command or ' '.join(sys.argv[:3]),
               since=time.strftime('%Y-%m-%d %H:%M:%S'))
     os.ftruncate(fd, 0)

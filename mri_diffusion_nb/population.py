@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_population.ipynb #4d38e886
 from __future__ import annotations
-import csv, json
+import csv, json, os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from functools import lru_cache
 from multiprocessing import get_context
@@ -13,7 +13,7 @@ import numpy as np
 import nibabel as nib
 from scipy import ndimage as ndi
 from tqdm.auto import tqdm
-from .files import DataError, atomic_path, check_writable, clean_temps, output_lock
+from .files import DataError, atomic_path, check_writable, clean_temps, die_with_parent, output_lock
 
 # %% auto #0
 __all__ = ['LABELS', 'BRATS', 'DEEP_MM', 'VENT_MM', 'CORTEX_MM', 'LAYOUTS', 'template_file', 'template', 'atrophy', 'add_tumour',
@@ -318,7 +318,8 @@ def make_population(n:int, # subjects
         bar = tqdm(total=n, initial=n - len(todo), disable=None if progress is None else not progress, unit='subject')
         with bar:
             if workers > 1 and len(jobs) > 1:
-                with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context('spawn')) as ex:
+                with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context('spawn'),
+                                         initializer=die_with_parent, initargs=(os.getpid(),)) as ex:
                     for f in as_completed([ex.submit(_write_job, j) for j in jobs]):
                         f.result()
                         bar.update()

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from scipy import stats
+from scipy import ndimage as ndi, optimize, stats
 import ipywidgets as W
 from .data import to_uint
 from .store import open_data
@@ -20,9 +20,10 @@ from .generate import read_manifest
 from .report import read_png
 
 # %% auto #0
-__all__ = ['ANSWERS_FORMAT', 'KEY_FORMAT', 'SCORE_FORMAT', 'pick_balanced', 'open_real', 'read_slices', 'fake_manifest',
-           'study_png', 'png_chunks', 'key_path_for', 'study_page', 'make_study', 'wilson', 'roc_auc', 'roc_curve',
-           'cohen_kappa', 'fleiss_kappa', 'load_key', 'load_answers', 'score_study', 'score_markdown', 'plot_scores',
+__all__ = ['TELL_FEATURES', 'ANSWERS_FORMAT', 'KEY_FORMAT', 'SCORE_FORMAT', 'pick_balanced', 'open_real', 'read_slices',
+           'fake_manifest', 'study_png', 'png_chunks', 'head_mask', 'same_look', 'image_stats', 'cv_scores', 'auc_ci',
+           'tell_check', 'key_path_for', 'study_page', 'make_study', 'wilson', 'roc_auc', 'roc_curve', 'cohen_kappa',
+           'fleiss_kappa', 'load_key', 'load_answers', 'score_study', 'score_markdown', 'plot_scores',
            'write_score_report', 'mini_study']
 
 # %% ../nbs/27_reader_study.ipynb #459dc0ff
@@ -106,6 +107,114 @@ def png_chunks(data:bytes)->list:
         i += 12 + n
     return out
 
+# %% ../nbs/27_reader_study.ipynb #f46ae24e
+def head_mask(u:np.ndarray, # one image (H, W), 8-bit levels 0..255
+              level:float=16., # smoothed level (of 255) above which a pixel is head
+              min_share:float=0.01, # smaller islands are dropped as noise
+             )->np.ndarray:
+    """The head of one slice: smoothed image above `level`, holes filled, islands under `min_share`
+    of the image dropped, grown by one pixel."""
+    m = ndi.binary_fill_holes(ndi.gaussian_filter(u.astype(np.float32), 1.0) > level)
+    lab, _ = ndi.label(m)
+    size = np.bincount(lab.ravel())
+    keep = np.flatnonzero(size >= min_share*u.size)
+    return ndi.binary_dilation(np.isin(lab, keep[keep > 0]), iterations=1)
+
+def same_look(x:torch.Tensor, # one slice (1, H, W) in [-1, 1], real or generated
+             )->torch.Tensor:
+    """The one look of every study image: 8-bit levels, and black outside the head, so that neither kind
+    carries its background as a tell."""
+    u = to_uint(x.reshape(x.shape[-2:]), numpy=True)
+    u = np.where(head_mask(u), u, 0).astype(np.uint8)
+    return torch.from_numpy(u.astype(np.float32)/127.5 - 1).reshape(1, *u.shape)
+
+
+# %% ../nbs/27_reader_study.ipynb #45d593ce
+TELL_FEATURES = ('border mean', 'border sd', 'black share', 'faint share', 'mean', 'sd', 'high-frequency share',
+                 *[f'histogram {32*i}-{32*i + 31}' for i in range(8)])
+
+def image_stats(u:np.ndarray, # one exported image (H, W), 8-bit levels
+               )->np.ndarray:
+    """Statistics a machine could tell real from synthetic by without looking at anatomy: the border, black and
+    faint pixels, level, contrast, the share of high spatial frequencies and the histogram of the head."""
+    u = u.astype(np.float64)
+    b = max(1, u.shape[0]//16)
+    border = np.concatenate([u[:b].ravel(), u[-b:].ravel(), u[b:-b, :b].ravel(), u[b:-b, -b:].ravel()])
+    p = np.abs(np.fft.fftshift(np.fft.fft2(u - u.mean())))**2
+    yy, xx = np.indices(u.shape)
+    r = np.hypot(yy - u.shape[0]/2, xx - u.shape[1]/2)/(min(u.shape)/2)
+    head = u[u > 0]
+    hist = np.histogram(head, bins=8, range=(0, 256))[0]/max(len(head), 1)
+    return np.array([border.mean(), border.std(), (u == 0).mean(), ((u > 0) & (u <= 10)).mean(), u.mean(), u.std(),
+                     p[r > 0.5].sum()/max(p.sum(), 1e-12), *hist])
+
+
+# %% ../nbs/27_reader_study.ipynb #d4a31f7a
+def _logistic(X:np.ndarray, y:np.ndarray, l2:float=1.0)->np.ndarray:
+    "Weights (bias last) of an L2-penalised logistic regression, fitted by L-BFGS."
+    A = np.c_[X, np.ones(len(X))]
+    def loss(w):
+        z = A @ w
+        g = A.T @ (1/(1 + np.exp(-z)) - y) + l2*np.r_[w[:-1], 0]
+        return float(np.logaddexp(0, z).sum() - y @ z + 0.5*l2*w[:-1] @ w[:-1]), g
+    return optimize.minimize(loss, np.zeros(A.shape[1]), jac=True, method='L-BFGS-B').x
+
+# %% ../nbs/27_reader_study.ipynb #bbc13901
+def cv_scores(X, # features (n, d)
+              y, # 1 for synthetic, 0 for real
+              folds:int=5, # stratified folds (fewer when a kind has fewer images)
+              seed:int=0,
+             )->np.ndarray:
+    "Out-of-fold scores of a standardised logistic regression: each image scored by a model that never saw it."
+    X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    k = int(min(folds, (y == 1).sum(), (y == 0).sum()))
+    if k < 2: raise ValueError('the tell detector needs at least 2 images of each kind')
+    rng, fold = np.random.default_rng(seed), np.empty(len(y), dtype=int)
+    for c in (0, 1):
+        i = rng.permutation(np.flatnonzero(y == c))
+        fold[i] = np.arange(len(i)) % k
+    out = np.empty(len(y))
+    for f in range(k):
+        tr = fold != f
+        mu, sd = X[tr].mean(0), X[tr].std(0) + 1e-9
+        w = _logistic((X[tr] - mu)/sd, y[tr])
+        out[~tr] = np.c_[(X[~tr] - mu)/sd, np.ones((~tr).sum())] @ w
+    return out
+
+
+# %% ../nbs/27_reader_study.ipynb #54449312
+def auc_ci(scores, # higher = more likely synthetic
+           positive, # True for synthetic images
+           z:float=1.959964,
+          )->tuple:
+    """(AUC, low, high): the Mann-Whitney AUC with DeLong's standard error (DeLong et al. 1988), clipped to [0, 1].
+    A perfect separation has zero estimated variance: read (1, 1, 1) as 'separates every pair'."""
+    s, y = np.asarray(scores, dtype=float), np.asarray(positive, dtype=bool)
+    sp, sn = s[y], s[~y]
+    if len(sp) < 2 or len(sn) < 2: return (float('nan'),)*3
+    psi = (sp[:, None] > sn[None]) + 0.5*(sp[:, None] == sn[None])
+    auc, v10, v01 = float(psi.mean()), psi.mean(1), psi.mean(0)
+    se = math.sqrt(v10.var(ddof=1)/len(sp) + v01.var(ddof=1)/len(sn))
+    return (auc, max(0., auc - z*se), min(1., auc + z*se))
+
+# %% ../nbs/27_reader_study.ipynb #810b343f
+def tell_check(images, # exported images (N, H, W), 8-bit levels, as readers will see them
+               synthetic, # True for generated images
+               seed:int=0,
+              )->dict:
+    """Can a machine tell real from synthetic by image statistics alone? Cross-validated AUC of a logistic
+    regression on `image_stats`, with DeLong's 95 % interval, and each statistic's own AUC."""
+    X = np.stack([image_stats(np.asarray(u)) for u in images])
+    y = np.asarray(synthetic, dtype=bool)
+    auc, lo, hi = auc_ci(cv_scores(X, y, seed=seed), y)
+    single = {n: auc_ci(X[:, j], y) for j, n in enumerate(TELL_FEATURES)}
+    worst = max(single, key=lambda n: abs(single[n][0] - 0.5) if single[n][0] == single[n][0] else -1)
+    return dict(method='logistic regression on image statistics, stratified 5-fold out-of-fold scores, '
+                       'DeLong 95 % interval', n_real=int((~y).sum()), n_synthetic=int(y.sum()),
+                auc=auc, auc_ci95=(lo, hi), tells=bool(lo > 0.5), strongest=worst, strongest_auc=single[worst][0],
+                features={n: v[0] for n, v in single.items()})
+
+
 # %% ../nbs/27_reader_study.ipynb #a2918409
 ANSWERS_FORMAT, KEY_FORMAT = 'mri_diffusion_nb.reader_answers/1', 'mri_diffusion_nb.reader_key/1'
 
@@ -122,7 +231,7 @@ def study_page(public:dict)->str:
 
 # %% ../nbs/27_reader_study.ipynb #35429ac0
 def _chosen_images(real, fake_dir:Path, rows:list, picked:list, res:int)->list:
-    "The picked slices as tensors (1, res, res), in study order."
+    "The picked slices as tensors (1, res, res), in study order, each in `same_look`."
     ri = [i for t, i, _ in picked if t == 'real']
     xr = iter(read_slices(real.images, ri, res)) if ri else iter(())
     out = []
@@ -130,7 +239,7 @@ def _chosen_images(real, fake_dir:Path, rows:list, picked:list, res:int)->list:
         x = next(xr) if t == 'real' else read_png(fake_dir/rows[i][0])
         if t != 'real' and x.shape[-2:] != (res, res):
             raise DataError(fake_dir/rows[i][0], f'size {tuple(x.shape[-2:])} differs from {res}x{res}')
-        out.append(x)
+        out.append(same_look(x))
     return out
 
 def _study_res(fake_dir:Path, rows:list)->int:
@@ -140,20 +249,59 @@ def _study_res(fake_dir:Path, rows:list)->int:
         raise DataError(fake_dir/rows[0][0], f'expected square images, got {tuple(x.shape[-2:])}')
     return int(x.shape[-1])
 
+def _fake_rows(fake:Path, names:list)->list:
+    "(file, class) of the generated images, their class names checked against the real slices' (pairs by meaning)."
+    man, rows = read_manifest(fake, names)
+    for n, r in enumerate(rows, start=2):
+        cn = (r.get('class_name') or '').strip()
+        if cn and cn != names[r['class']]:
+            raise DataError(man, f"line {n}: class {r['class']} is {cn!r} here but {names[r['class']]!r} in the real "
+                            'slices: the two sets have different classes')
+    return [(r['file'], r['class']) for r in rows]
+
 # %% ../nbs/27_reader_study.ipynb #a7e3c9d1
 def _write_study(out, key, ids, images, public, doc):
-    "Write the page, its images and the truth key as one set: the study folder appears whole or not at all."
-    with atomic_dir(out) as tmp_dir:
-        (tmp_dir/'img').mkdir()
-        for s, x in zip(ids, images): (tmp_dir/'img'/f'{s}.png').write_bytes(study_png(x))
-        (tmp_dir/'study.json').write_text(json.dumps(public, indent=1))
-        (tmp_dir/'index.html').write_text(study_page(public), encoding='utf-8')
-        with atomic_path(key) as t: t.write_text(json.dumps(doc, indent=1))
+    """Write the truth key, then the page and its images as one folder: a killed run leaves at most a key whose
+    study never appeared, which the next run replaces (`_check_new`)."""
+    with atomic_path(key) as t: t.write_text(json.dumps(doc, indent=1))
+    try:
+        with atomic_dir(out) as tmp_dir:
+            (tmp_dir/'img').mkdir()
+            for s, x in zip(ids, images): (tmp_dir/'img'/f'{s}.png').write_bytes(study_png(x))
+            (tmp_dir/'study.json').write_text(json.dumps(public, indent=1))
+            (tmp_dir/'index.html').write_text(study_page(public), encoding='utf-8')
+    except BaseException:
+        key.unlink(missing_ok=True)
+        raise
+
+def _orphan_key(key:Path, out:Path)->bool:
+    "A key that a killed `make_study` left for `out`, whose study folder never appeared."
+    try: doc = json.loads(key.read_text())
+    except (OSError, ValueError): return False
+    return isinstance(doc, dict) and doc.get('format') == KEY_FORMAT and doc.get('folder') == str(out)
 
 def _check_new(out:Path, key:Path):
+    "Refuse to replace a study or a key, and a key inside the folder readers receive."
+    if key.resolve().is_relative_to(out.resolve()):
+        raise FileError(key, f'the truth key must be kept apart from the study folder {out} that readers receive')
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileError(out, 'already exists; a study is never replaced (readers answer it): choose another --out')
-    if key.exists(): raise FileError(key, 'a truth key already exists here; choose another --out or --key')
+    if key.exists() and not _orphan_key(key, out):
+        raise FileError(key, 'a truth key already exists here; choose another --out or --key')
+
+# %% ../nbs/27_reader_study.ipynb #4f844960
+def _tell_verdict(images:list, picked:list, tells:str, fake:Path, seed:int)->dict:
+    "Run `tell_check` on the study's exported images; refuse (tells='refuse') when a machine tells the kinds apart."
+    syn = [t == 'synthetic' for t, _, _ in picked]
+    if min(sum(syn), len(syn) - sum(syn)) < 5:
+        return dict(method='not run: fewer than 5 images of a kind', tells=None)
+    chk = tell_check([to_uint(x[0], numpy=True) for x in images], syn, seed=seed)
+    if chk['tells'] and tells == 'refuse':
+        lo, hi = chk['auc_ci95']
+        raise DataError(fake, f"a machine tells these generated images from the real ones by image statistics alone "
+                        f"(AUC {chk['auc']:.2f}, 95 % CI {lo:.2f}-{hi:.2f}; strongest: {chk['strongest']}): readers "
+                        "could too; improve the model or pass --allow-tells to record it in the key")
+    return chk
 
 # %% ../nbs/27_reader_study.ipynb #b931339b
 def make_study(real, # real slices: 'mni152', a store folder, a legacy cache file, or a loaded dataset
@@ -164,26 +312,26 @@ def make_study(real, # real slices: 'mni152', a store folder, a legacy cache fil
                key=None, # truth key path (default: STUDY_KEY.json beside the folder)
                title:str='Real or synthetic? A reader study of brain MRI slices', # shown on the page
                display:int=384, # on-screen size of every image in CSS pixels
+               tells:str='refuse', # when the tell detector separates the kinds: 'refuse' or 'warn' (kept in the key)
               )->dict:
     "Write a blinded reader-study folder (page + images) and its truth key apart; returns the key."
-    out, fake = Path(out), Path(fake)
-    key = Path(key) if key else key_path_for(out)
+    out, fake, key = Path(out), Path(fake), Path(key) if key else key_path_for(Path(out))
     _check_new(out, key)
     if seed is None: seed = int(np.random.SeedSequence().entropy % 2**31)
-    rows = fake_manifest(fake)
-    res = _study_res(fake, rows)
-    real = open_real(real, res)
+    real = open_real(real, res := _study_res(fake, fake_manifest(fake)))
+    names, rows = list(real.class_names), _fake_rows(fake, list(real.class_names))
     picked = pick_balanced(real.labels.numpy(), [k for _, k in rows], n, seed)
+    images = _chosen_images(real, fake, rows, picked, res)
     ids = [f'{i + 1:0{max(3, len(str(n)))}d}' for i in range(n)]
     sid = hashlib.sha256(json.dumps([seed, str(fake.resolve()), picked]).encode()).hexdigest()[:12]
-    names = list(real.class_names)
-    items = [dict(image=ids[j], truth=t, cls=c, class_name=names[c] if c < len(names) else str(c),
-                  source=int(i) if t == 'real' else rows[i][0]) for j, (t, i, c) in enumerate(picked)]
+    items = [dict(image=ids[j], truth=t, cls=c, class_name=names[c], source=int(i) if t == 'real' else rows[i][0])
+             for j, (t, i, c) in enumerate(picked)]
     public = dict(id=sid, title=title, display=display, images=[dict(id=s, src=f'img/{s}.png') for s in ids])
     doc = dict(format=KEY_FORMAT, study=sid, seed=seed, n=n, image_size=res, display=display, class_names=names,
                real_source=str(real.settings.get('source', '')) if hasattr(real, 'settings') else '',
-               fake_source=str(fake), created=time.strftime('%Y-%m-%dT%H:%M:%S%z'), folder=str(out), items=items)
-    _write_study(out, key, ids, _chosen_images(real, fake, rows, picked, res), public, doc)
+               fake_source=str(fake), created=time.strftime('%Y-%m-%dT%H:%M:%S%z'), folder=str(out), items=items,
+               tell_check=_tell_verdict(images, picked, tells, fake, seed))
+    _write_study(out, key, ids, images, public, doc)
     return doc
 
 # %% ../nbs/27_reader_study.ipynb #60aed756
@@ -238,10 +386,28 @@ def fleiss_kappa(table, # (items, categories): how many readers put each item in
     return float('nan') if pe == 1 else float((P_i.mean() - pe)/(1 - pe))
 
 # %% ../nbs/27_reader_study.ipynb #ebc010d4
+_KEY_FIELDS = dict(study=str, seed=int, n=int, image_size=int, class_names=list, items=list)
+_ITEM_FIELDS = dict(image=str, truth=str, class_name=str)
+
+def _check_key(p:Path, doc:dict)->dict:
+    "The key's fields exist with their types, and every item is an image with a truth of 'real' or 'synthetic'."
+    for f, t in _KEY_FIELDS.items():
+        if not isinstance(doc.get(f), t) or isinstance(doc.get(f), bool):
+            raise DataError(p, f'field {f!r} must be {t.__name__}, got {doc.get(f)!r:.60}')
+    for j, i in enumerate(doc['items']):
+        bad = [f for f, t in _ITEM_FIELDS.items() if not isinstance(i, dict) or not isinstance(i.get(f), t)]
+        if bad: raise DataError(p, f'item {j}: field {bad[0]!r} missing or not text')
+        if i['truth'] not in ('real', 'synthetic'):
+            raise DataError(p, f"item {j}: truth must be 'real' or 'synthetic', got {i['truth']!r}")
+    if len(doc['items']) != doc['n'] or len({i['image'] for i in doc['items']}) != doc['n']:
+        raise DataError(p, f"n is {doc['n']} but the key lists {len(doc['items'])} items (or repeats an image)")
+    return doc
+
+# %% ../nbs/27_reader_study.ipynb #9c194789
 def load_key(study, # a study folder (its key beside it) or the key file itself
              key=None, # explicit key path
             )->dict:
-    "The truth key of a study."
+    "The truth key of a study, its fields checked."
     p = Path(key) if key else (Path(study) if str(study).endswith('.json') else key_path_for(study))
     if not p.is_file():
         raise DataError(p, 'truth key not found (written beside the study folder by reader-study make; pass --key)')
@@ -249,11 +415,11 @@ def load_key(study, # a study folder (its key beside it) or the key file itself
     except Exception as e: raise DataError(p, f'not a readable JSON file ({error_text(e)})') from None
     if not isinstance(doc, dict) or doc.get('format') != KEY_FORMAT:
         raise DataError(p, 'not a reader-study key written by reader-study make')
-    return doc
+    return _check_key(p, doc)
 
 def _level(v, what:str, path, image:str):
     if v in (None, ''): return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v) or not 1 <= v <= 5:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v != int(v) or not 1 <= v <= 5:
         raise DataError(path, f'image {image}: {what} must be 1 to 5, got {v!r}')
     return int(v)
 
@@ -347,7 +513,7 @@ def score_study(key:dict, # from `load_key`
     proto = dict(study=key['study'], n_images=key['n'], n_real=n_real, n_synthetic=key['n'] - n_real,
                  order_seed=key['seed'], image_size=key['image_size'], display_px=key.get('display'),
                  class_names=key['class_names'], real_source=key.get('real_source'),
-                 fake_source=key.get('fake_source'), created=key.get('created'),
+                 fake_source=key.get('fake_source'), created=key.get('created'), tell_check=key.get('tell_check'),
                  readers=[dict(reader=a['reader'], file=Path(a['file']).name, saved_at=a['saved_at'],
                                answered=sum(1 for v in a['answers'].values() if v['answer'])) for a in answers])
     classes = [c for c in key['class_names'] if any(r['cls'] == c for r in rows)]
@@ -372,6 +538,16 @@ def _table(rows:dict)->list:
     return out
 
 # %% ../nbs/27_reader_study.ipynb #9400bdd6
+def _tell_line(t:dict|None)->str:
+    "The protocol's line on the tell detector, loud when it separated the kinds."
+    if not t: return '- tell detector: not recorded (a key from an older version)'
+    if t.get('auc') is None: return f"- tell detector: {t['method']}"
+    head = (f"- tell detector (a machine on image statistics, before any reader): AUC {t['auc']:.2f}, "
+            f"95 % CI {t['auc_ci95'][0]:.2f}-{t['auc_ci95'][1]:.2f}")
+    return head + (f"; **WARNING: it tells real from synthetic better than chance (strongest: {t['strongest']}), so "
+                   "readers may have answered from that rather than from the anatomy**" if t['tells'] else
+                   '; the interval includes 0.5')
+
 def _protocol_lines(p:dict)->list:
     "The Markdown bullet list of the reader study's protocol."
     return [f"- study `{p['study']}`: {p['n_images']} images ({p['n_real']} real, {p['n_synthetic']} synthetic), "
@@ -382,7 +558,8 @@ def _protocol_lines(p:dict)->list:
             f"- real slices: {p['real_source']}; generated: {p['fake_source']}",
             f"- readers ({len(p['readers'])}): "
             + ', '.join(f"{r['reader']} ({r['answered']} answered, saved {r['saved_at']})" for r in p['readers']),
-            "- positive class for sensitivity/specificity/AUC: synthetic; AUC from confidence signed by the answer"]
+            "- positive class for sensitivity/specificity/AUC: synthetic; AUC from confidence signed by the answer",
+            _tell_line(p.get('tell_check'))]
 
 # %% ../nbs/27_reader_study.ipynb #b8ba5322
 def score_markdown(rep:dict)->str:

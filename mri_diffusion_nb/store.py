@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_store.ipynb #b602a227
 from __future__ import annotations
-import csv, hashlib, json, os, shutil, time
+import csv, hashlib, json, os, re, shutil, time
 import multiprocessing as mp
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from fastcore.basics import patch
 from tqdm.auto import tqdm
-from .files import FileError, atomic_path, clean_temps, error_text, output_lock
+from .files import FileError, atomic_path, clean_temps, die_with_parent, error_text, output_lock
 from .data import (DataError, _stem, folder_settings, level_names, load_cache, mni152_path, plan_folder,
                                    slice_job, slice_settings, split_subjects, val_every_split)
 
@@ -83,7 +83,8 @@ def _run(todo:list, settings:dict, shards:Path, workers:int):
     if workers <= 1 or len(todo) <= 1:
         for j in todo: yield build_volume(j, settings, shards)
         return
-    ex = ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context('spawn'))
+    ex = ProcessPoolExecutor(min(workers, len(todo)), mp_context=mp.get_context('spawn'), initializer=die_with_parent,
+                             initargs=(os.getpid(),))
     try:
         futs = [ex.submit(build_volume, j, settings, str(shards)) for j in todo]
         for f in as_completed(futs): yield f.result()
@@ -188,6 +189,9 @@ class ShardImages:
                                                                'mri-diffusion data command again') from None
             if m.shape != want: raise DataError(f, f'shard holds {m.shape}, the index says {want}; '
                                                 'run the same mri-diffusion data command again')
+            if m.dtype != np.dtype(self.dtype):
+                raise DataError(f, f'shard holds {m.dtype} codes, the index says {self.dtype}; '
+                                   'run the same mri-diffusion data command again')
             while len(self._maps) >= self.max_open: self._maps.popitem(last=False)
         self._maps[k] = m
         return m
@@ -284,6 +288,11 @@ def _repr(self):
 StoreData.counts, StoreData.__repr__ = _counts, _repr
 
 # %% ../nbs/11_store.ipynb #b1f64d67
+def _plain_name(k)->bool:
+    "A name that stays inside its folder: letters, digits, '_', '-', '.', not starting with a dot."
+    return isinstance(k, str) and re.fullmatch(r'[A-Za-z0-9_-][A-Za-z0-9_.-]*', k) is not None
+
+# %% ../nbs/11_store.ipynb #186b7e7f
 def read_index(folder)->dict:
     "Read and check a store's `index.json`: its format, its fields, and that every shard it lists is there."
     folder = Path(folder)
@@ -298,6 +307,8 @@ def read_index(folder)->dict:
         if miss: raise KeyError(', '.join(miss))
         if ix['storage']['dtype'] not in DTYPES or not 8 <= int(ix['settings']['res']) <= 4096:
             raise ValueError('bad dtype or res')
+        bad = [v['key'] for v in ix['volumes'] if not _plain_name(v['key'])]
+        if bad: raise ValueError(f"volume key {bad[0]!r}: not a plain file name inside shards/")
         ix['_arrays'] = _arrays(ix['volumes'])
         if len(ix['_arrays']['labels']) != sum(v['n'] for v in ix['volumes']):
             raise ValueError('labels and slice counts disagree')

@@ -21,7 +21,7 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .data import augment, tile, to_png
 from .files import (FileError, atomic_dir, atomic_path, check_writable, clean_temps, error_text,
-                                    output_lock)
+                                    output_lock, read_lock)
 from .runtime import as_device
 from .unet import autocast_dtype, bf16_native, build_unet, get_preset, null_class
 from .schedule import NoiseSchedule
@@ -198,11 +198,13 @@ def _check_data(cfg:TrainConfig, data):
         raise ConfigError(f"{cfg.data}: classes {list(data.class_names)} differ from the run's {list(cfg.class_names)}")
 
 # %% ../nbs/16_training.ipynb #98f159cc
-def load_training_data(cfg:TrainConfig):
-    "The slices a run trains on (`open_data`): a store, a cache file, or the built-in template at the preset's size."
+def load_training_data(cfg:TrainConfig, stack:ExitStack|None=None):
+    """The slices a run trains on (`open_data`): a store, a cache file, or the built-in template at the preset's size;
+    a store stays read-locked on `stack` (no `mri-diffusion data` rebuilds it under the run)."""
     res = get_preset(cfg.preset).res
     if cfg.data != 'mni152' and not Path(cfg.data).exists():
         raise ConfigError(f"{cfg.data}: data file not found (make one with mri-diffusion data)")
+    if stack is not None and Path(cfg.data).is_dir(): stack.enter_context(read_lock(cfg.data))
     # a wrong size is left to `check_config`, which says how to fix it
     return open_data(cfg.data, res, require_res=False)
 
@@ -672,10 +674,10 @@ def train(cfg:TrainConfig, # what to train
     check_config(cfg)
     if device == 'cpu' and cfg.mixed_precision == 'fp16': raise ConfigError('fp16 needs a GPU; use bf16 or no on a CPU')
     check_writable(run_dir)  # a file in the way or a read-only folder: one line now, before the data is read
-    data = data if data is not None else load_training_data(cfg)
-    check_config(cfg, data)
-    cfg = replace(cfg, class_names=list(data.class_names), geometry=data_geometry(data))
     with ExitStack() as stack:
+        data = data if data is not None else load_training_data(cfg, stack)
+        check_config(cfg, data)
+        cfg = replace(cfg, class_names=list(data.class_names), geometry=data_geometry(data))
         tr = _open_run(cfg, data.n_classes, resume, stack, log, device)
         end = cfg.steps if stop_after is None else min(cfg.steps, tr.start + stop_after)
         tr.loop(data, end, sample_fn, progress)

@@ -211,3 +211,56 @@ def test_score_three_readers_and_bad_answers(study, tmp_path):
         assert not (tmp_path/'badrep').exists()
     r = cli('reader-study', 'score', s, files[0], files[0], '--out', tmp_path/'badrep')
     assert r.returncode == 2 and 'same reader' in r.stderr and not (tmp_path/'badrep').exists()
+
+
+def test_key_apart_and_killed_make_reruns(study, tmp_path):
+    "Issue 29, kinds 1-2: a key inside the study is refused; a killed run's key and temp folder give way to the rerun."
+    r = cli('reader-study', 'make', '--fake', study/'fake', '--n', N, '--out', tmp_path/'s', '--key', tmp_path/'s'/'KEY.json')
+    assert r.returncode == 2 and 'kept apart' in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path/'s').exists()
+    import subprocess
+    dead = subprocess.Popen(['true']); dead.wait()
+    (tmp_path/'s_KEY.json').write_text(json.dumps(dict(format='mri_diffusion_nb.reader_key/1', folder=str(tmp_path/'s'))))
+    (tmp_path/f'.tmp-s-{dead.pid}-abcdef'/'img').mkdir(parents=True)  # what a kill -9 during the folder write leaves
+    r = cli('reader-study', 'make', '--fake', study/'fake', '--n', N, '--seed', 1, '--out', tmp_path/'s')
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['s', 's_KEY.json']
+    assert json.loads((tmp_path/'s_KEY.json').read_text())['seed'] == 1
+    r = cli('reader-study', 'make', '--fake', study/'fake', '--n', N, '--out', tmp_path/'t', '--key', tmp_path/'s_KEY.json')
+    assert r.returncode == 2 and 'truth key already exists' in r.stderr  # a key of another study is never replaced
+
+
+def test_classes_paired_by_name(study, tmp_path):
+    "Kind 6: generated images whose class names differ from the real slices' are refused, not paired by index."
+    shutil.copytree(study/'fake', tmp_path/'fake')
+    man = tmp_path/'fake'/'manifest.csv'
+    man.write_text(man.read_text().replace('axial 0-25%', 'tumour'))
+    r = cli('reader-study', 'make', '--fake', tmp_path/'fake', '--n', N, '--out', tmp_path/'s')
+    assert r.returncode == 2 and 'different classes' in r.stderr and 'manifest.csv' in r.stderr
+    assert not (tmp_path/'s').exists() and not (tmp_path/'s_KEY.json').exists()
+
+
+def test_tell_detector_refuses_then_warns(study, tmp_path):
+    "Issue 26: 4-step samples are told from the template by image statistics: refused, or written with a warning."
+    r = cli('reader-study', 'make', '--fake', study/'fake', '--n', 16, '--seed', 0, '--out', tmp_path/'s')
+    assert r.returncode == 2 and 'a machine tells' in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path/'s').exists() and not (tmp_path/'s_KEY.json').exists()
+    r = cli('reader-study', 'make', '--fake', study/'fake', '--n', 16, '--seed', 0, '--out', tmp_path/'s', '--allow-tells')
+    assert r.returncode == 0 and 'WARNING' in r.stdout, r.stderr
+    t = json.loads((tmp_path/'s_KEY.json').read_text())['tell_check']
+    assert t['tells'] and t['auc_ci95'][0] > 0.5 and (t['n_real'], t['n_synthetic']) == (8, 8)
+
+
+def test_key_and_answers_checked(study, tmp_path):
+    "Kind 7: a key with missing or mistyped fields and an infinite confidence are one-line errors, not tracebacks."
+    key = json.loads((study/'study_KEY.json').read_text())
+    for bad, word in ((dict(key, n='8'), "'n'"), (dict(key, items=[{**key['items'][0], 'truth': 'fake'}]), 'truth'),
+                      (dict(key, items=[{'image': '001'}]), "'truth'"), ({**key, 'items': key['items'][:3]}, 'lists 3')):
+        (tmp_path/'k.json').write_text(json.dumps(bad))
+        r = cli('reader-study', 'score', study/'study', tmp_path/'a.json', '--key', tmp_path/'k.json', '--out', tmp_path/'r')
+        assert r.returncode == 2 and word in r.stderr and len(r.stderr.strip().splitlines()) == 1, (bad, r.stderr)
+    ans = dict(format='mri_diffusion_nb.reader_answers/1', study=key['study'], reader='XY',
+               answers=[dict(image=key['items'][0]['image'], answer='real', confidence=float('inf'))])
+    (tmp_path/'a.json').write_text(json.dumps(ans))
+    r = cli('reader-study', 'score', study/'study', tmp_path/'a.json', '--key', study/'study_KEY.json', '--out', tmp_path/'r')
+    assert r.returncode == 2 and 'confidence must be 1 to 5' in r.stderr and not (tmp_path/'r').exists()

@@ -173,7 +173,12 @@ def test_damaged_store_one_line(tmp_path):
                        ([1, 2], 'not a store index')]:
         (out/'index.json').write_text(json.dumps(bad))
         with pytest.raises(DataError, match=words): open_data(out)
+    v0 = ix['volumes'][0]
+    (out/'index.json').write_text(json.dumps(dict(ix, volumes=[dict(v0, key='../../outside')] + ix['volumes'][1:])))
+    with pytest.raises(DataError, match='not a plain file name'): open_data(out)      # issue 29, kind 9: paths stay inside
     (out/'index.json').write_text(json.dumps(ix))
+    np.save(shard, np.load(shard).astype(np.uint16))                # kind 6: codes of another dtype are not decoded as uint8
+    with pytest.raises(DataError, match='holds uint16 codes, the index says uint8'): open_data(out).images[0]
     shard.write_bytes(good[:len(good)//2])                          # truncated shard: named when read
     with pytest.raises(DataError, match='unreadable shard') as e: open_data(out).images[0]
     assert str(shard) in str(e.value)
@@ -241,3 +246,36 @@ def test_both_datasets_follow_one_protocol():
     for d in (mem, disk): assert isinstance(d.subset('train'), Slices) and isinstance(d.train, Slices)
     assert (len(mem), mem.res, mem.n_classes, mem.class_names) == (len(disk), disk.res, disk.n_classes, disk.class_names)
     assert mem.split == disk.split and mem.labels.tolist() == disk.labels.tolist()
+
+
+# --- issue 29, kind 8: readers and writers of a store exclude each other; workers die with their parent ---
+
+def test_store_read_locked_while_training(tmp_path):
+    from mri_diffusion_nb.files import output_lock, read_lock
+    out = tmp_path/'s'
+    assert cli('data', '--source', 'mni152', '--res', 32, '--out', out).returncode == 0
+    with read_lock(out):                     # what a training run holds on its store for the whole run
+        r = cli('data', '--source', 'mni152', '--res', 32, '--n-classes', 2, '--out', out)
+        assert r.returncode == 2 and 'in use by another command' in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert json.loads((out/'index.json').read_text())['settings']['n_classes'] == 4   # not rebuilt under the reader
+    with output_lock(out, command='mri-diffusion data'):   # a store being built is not trained on
+        r = cli('train', '--preset', 'tiny', '--data', out, '--steps', 1, '--out', tmp_path/'run')
+        assert r.returncode == 2 and 'being written' in r.stderr and 'mri-diffusion data' in r.stderr, r.stderr
+    assert not (tmp_path/'run'/'config.json').exists()
+
+def test_workers_die_with_parent(tmp_path):
+    code = ("import os, sys, time\nfrom concurrent.futures import ProcessPoolExecutor\nfrom multiprocessing import get_context\n"
+            "from mri_diffusion_nb.files import die_with_parent\n"
+            "if __name__ == '__main__':\n"
+            "    ex = ProcessPoolExecutor(1, mp_context=get_context('spawn'), initializer=die_with_parent, initargs=(os.getpid(),))\n"
+            "    print(ex.submit(os.getpid).result(), flush=True)\n"
+            "    ex.submit(time.sleep, 60); time.sleep(60)\n")
+    (tmp_path/'parent.py').write_text(code)
+    p = subprocess.Popen([sys.executable, str(tmp_path/'parent.py')], stdout=subprocess.PIPE, text=True)
+    worker = int(p.stdout.readline())
+    os.kill(p.pid, signal.SIGKILL); p.wait()
+    for _ in range(100):
+        try: os.kill(worker, 0)
+        except ProcessLookupError: break
+        time.sleep(0.05)
+    else: pytest.fail(f'worker {worker} outlived its killed parent')

@@ -269,7 +269,7 @@ def test_settings_that_shape_the_run_cannot_change_on_resume(tmp_path, base_run,
 def test_a_locked_run_is_refused(tmp_path, base_run):
     run = _copy(base_run, tmp_path/'run')
     with lock_held_elsewhere(run, command='a test holding the run'):
-        one_line_error(cli('train', '--resume', '--out', run, '--steps', 6), 'in use by another writer', 'a test holding the run')
+        one_line_error(cli('train', '--resume', '--out', run, '--steps', 6), 'in use by another command', 'a test holding the run')
     assert latest_checkpoint(run).name == 'ckpt-0000004'
     assert cli('train', '--resume', '--out', run, '--steps', 6).returncode == 0
 
