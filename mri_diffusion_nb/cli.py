@@ -11,9 +11,9 @@ from pathlib import Path
 from .files import DataError, FileError, atomic_path, check_writable, os_problem, output_lock
 
 # %% auto #0
-__all__ = ['PRESET_NAMES', 'UsageError', 'data_options', 'make_data', 'summary_table', 'cmd_data', 'cmd_train', 'cmd_sample',
-           'summary_lines', 'cmd_evaluate', 'run_demo', 'cmd_demo', 'cmd_reader_study', 'cmd_utility', 'cmd_population',
-           'main']
+__all__ = ['PRESET_NAMES', 'UsageError', 'seed_arg', 'data_options', 'make_data', 'summary_table', 'cmd_data', 'cmd_train',
+           'cmd_sample', 'summary_lines', 'cmd_evaluate', 'run_demo', 'cmd_demo', 'cmd_reader_study', 'cmd_utility',
+           'cmd_population', 'main']
 
 # %% ../nbs/30_cli.ipynb #e089faa1
 class UsageError(ValueError):
@@ -25,6 +25,13 @@ def _fail(cmd:str, e:BaseException)->int:
     return 2
 
 # %% ../nbs/30_cli.ipynb #dd5b75a4
+def seed_arg(s:str)->int:
+    "The argparse type of every --seed: an integer from 0 to 2**32 - 1 (what numpy and torch accept)."
+    try: v = int(s)
+    except ValueError: raise argparse.ArgumentTypeError(f'must be an integer 0 or more, got {s!r}') from None
+    if not 0 <= v < 2**32: raise argparse.ArgumentTypeError(f'must be an integer from 0 to 4294967295, got {v}')
+    return v
+
 def _pattern_ok(pattern:str):
     "A --pattern is a glob relative to --source."
     if not pattern.strip(): raise UsageError("--pattern must not be empty (the default '**/*' takes every volume)")
@@ -153,7 +160,7 @@ def _data_parser(sub):
     d.add_argument('--axis', default='axial', choices=['axial', 'coronal', 'sagittal'])
     d.add_argument('--on-error', default='raise', choices=['raise', 'skip'],
                    help='folder: fail on the first bad file (default) or skip bad files')
-    d.add_argument('--seed', type=int, default=0)
+    d.add_argument('--seed', type=seed_arg, default=0)
     d.add_argument('--workers', type=int, default=1, help='worker processes building volumes (default 1)')
     d.add_argument('--dtype', default='uint8', choices=['uint8', 'uint16', 'float16'],
                    help='storage of the slices (default uint8)')
@@ -222,7 +229,7 @@ def _train_parser(sub):
     t.add_argument('--log-every', type=int, help='steps between metrics.jsonl lines')
     t.add_argument('--sample-every', type=int, help='steps between sample grids, plus one at the end (0: no grids)')
     t.add_argument('--workers', type=int, help='DataLoader worker processes (default 4 with a GPU, else 0)')
-    t.add_argument('--seed', type=int)
+    t.add_argument('--seed', type=seed_arg)
     t.add_argument('--device', choices=['cuda', 'cpu'],
                    help='cuda (each process its own GPU) or cpu (default: cuda when available); may differ on resume')
     t.set_defaults(func=cmd_train)
@@ -266,7 +273,7 @@ def _sample_parser(sub):
                         "with parameters: e.g. 'apg:eta=0,beta=-0.5' (chapter 17)")
     s.add_argument('--sampler', default='dpm-sde', help='ddpm, ddim, dpm or dpm-sde (default dpm-sde)')
     s.add_argument('--steps', type=int, help='sampling steps (default 1000 / 50 / 20 / 20)')
-    s.add_argument('--seed', type=int, default=0)
+    s.add_argument('--seed', type=seed_arg, default=0)
     s.add_argument('--format', default='png', help='comma-separated: png,nifti,dicom (default png)')
     s.add_argument('--bits', type=int, default=8, choices=[8, 16], help='PNG bit depth')
     s.add_argument('--batch-size', type=int, default=16, help='images per batch')
@@ -538,7 +545,7 @@ def _reader_study_parser(sub):
                     help="folder written by 'mri-diffusion sample' (PNG files and manifest.csv)")
     rm.add_argument('--n', type=int, default=100,
                     help='images in the study, half real and half generated (default 100)')
-    rm.add_argument('--seed', type=int, help='order seed (default: drawn at random and kept in the key only)')
+    rm.add_argument('--seed', type=seed_arg, help='order seed (default: drawn at random and kept in the key only)')
     rm.add_argument('--key', help='truth key path (default: STUDY_KEY.json beside the study folder)')
     rm.add_argument('--display', type=int, default=384, help='on-screen image size in pixels (default 384)')
     rm.add_argument('--allow-tells', action='store_true',
@@ -561,6 +568,9 @@ def cmd_utility(a)->int:
         raise UsageError(f"--fractions must lie strictly between 0 and 1, got {a.fractions!r}")
     if a.seeds < 1: raise UsageError(f"--seeds must be at least 1, got {a.seeds}")
     if a.steps < 1: raise UsageError(f"--steps must be at least 1, got {a.steps}")
+    if not 8 <= a.res <= 512: raise UsageError(f"--res must be between 8 and 512 pixels, got {a.res}")
+    from mri_diffusion_nb.runtime import as_device
+    as_device(a.device)  # a bad --device is one line through main's ValueError handler
     out = Path(a.out)
     if out.exists() and not out.is_dir(): raise UsageError(f"{out}: is a file, --out needs a folder")
     rep = utility_experiment(a.real, a.fake, fractions=fr, seeds=tuple(range(a.seed, a.seed + a.seeds)), steps=a.steps,
@@ -584,7 +594,7 @@ def _utility_parser(sub):
     u.add_argument('--fractions', default='0.1,0.25,0.5',
                    help='shares of the real training slices (default 0.1,0.25,0.5)')
     u.add_argument('--seeds', type=int, default=3, help='seeds per condition (default 3)')
-    u.add_argument('--seed', type=int, default=0, help='first seed (default 0)')
+    u.add_argument('--seed', type=seed_arg, default=0, help='first seed (default 0)')
     u.add_argument('--steps', type=int, default=150,
                    help='optimisation steps per classifier, the same for every condition (default 150)')
     u.add_argument('--res', type=int, default=32, help='classifier input size in pixels (default 32)')
@@ -613,7 +623,7 @@ def _population_parser(sub):
     q.add_argument('--layout', choices=('ixi', 'brats'), default='ixi',
                    help='ixi: flat folder + demographics.csv; '
                         'brats: a folder per subject with _t1 and _seg (default ixi)')
-    q.add_argument('--seed', type=int, default=0, help='population seed: subject i is the same for the same seed')
+    q.add_argument('--seed', type=seed_arg, default=0, help='population seed: subject i is the same for the same seed')
     q.add_argument('--tumour-share', type=float,
                    help='share of subjects with a tumour (default: 1 for brats, 0 for ixi)')
     q.add_argument('--voxel-mm', type=float, default=1., help='grid scale; coarser is faster, for tests (default 1)')

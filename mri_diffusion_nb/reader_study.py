@@ -109,12 +109,15 @@ def png_chunks(data:bytes)->list:
 
 # %% ../nbs/27_reader_study.ipynb #f46ae24e
 def head_mask(u:np.ndarray, # one image (H, W), 8-bit levels 0..255
-              level:float=16., # smoothed level (of 255) above which a pixel is head
+              level:float=16., # smoothed level (of 255) above the image's own background that is head
               min_share:float=0.01, # smaller islands are dropped as noise
              )->np.ndarray:
-    """The head of one slice: smoothed image above `level`, holes filled, islands under `min_share`
-    of the image dropped, grown by one pixel."""
-    m = ndi.binary_fill_holes(ndi.gaussian_filter(u.astype(np.float32), 1.0) > level)
+    """The head of one slice: where the smoothed image rises `level` above its background (the 90th percentile of
+    its border), holes filled, islands under `min_share` of the image dropped, grown by one pixel."""
+    s = ndi.gaussian_filter(u.astype(np.float32), 1.0)
+    b = max(1, u.shape[0]//16)
+    border = np.concatenate([s[:b].ravel(), s[-b:].ravel(), s[:, :b].ravel(), s[:, -b:].ravel()])
+    m = ndi.binary_fill_holes(s > level + np.percentile(border, 90))
     lab, _ = ndi.label(m)
     size = np.bincount(lab.ravel())
     keep = np.flatnonzero(size >= min_share*u.size)

@@ -163,6 +163,16 @@ def _build(jobs, out, settings, class_names, workers, progress, on_error):
     for p in shards.iterdir():  # shards of older builds, now unreferenced
         if p.name.split('.')[0] not in keep: p.unlink(missing_ok=True)
 
+# %% ../nbs/11_store.ipynb #1b98c40c
+def _load_shard(f:Path, dtype:str, want:tuple)->np.ndarray:
+    "A shard memory-mapped, its shape and dtype checked against the index."
+    again = 'run the same mri-diffusion data command again'
+    try: m = np.load(f, mmap_mode='r', allow_pickle=False)
+    except (OSError, ValueError) as e: raise DataError(f, f'unreadable shard ({error_text(e)}); {again}') from None
+    if m.shape != want: raise DataError(f, f'shard holds {m.shape}, the index says {want}; {again}')
+    if m.dtype != np.dtype(dtype): raise DataError(f, f'shard holds {m.dtype} codes, the index says {dtype}; {again}')
+    return m
+
 # %% ../nbs/11_store.ipynb #fbd6fc5d
 class ShardImages:
     "Lazy `(N, 1, res, res)` float32 images read from memory-mapped shards; indexing returns tensors."
@@ -182,16 +192,8 @@ class ShardImages:
     def _map(self, k:int)->np.ndarray:
         m = self._maps.pop(k, None)
         if m is None:
-            f = self.folder/'shards'/f'{self.keys[k]}.npy'
-            want = (int(self.starts[k + 1] - self.starts[k]), self.res, self.res)
-            try: m = np.load(f, mmap_mode='r', allow_pickle=False)
-            except (OSError, ValueError) as e: raise DataError(f, f'unreadable shard ({error_text(e)}); run the same '
-                                                               'mri-diffusion data command again') from None
-            if m.shape != want: raise DataError(f, f'shard holds {m.shape}, the index says {want}; '
-                                                'run the same mri-diffusion data command again')
-            if m.dtype != np.dtype(self.dtype):
-                raise DataError(f, f'shard holds {m.dtype} codes, the index says {self.dtype}; '
-                                   'run the same mri-diffusion data command again')
+            m = _load_shard(self.folder/'shards'/f'{self.keys[k]}.npy', self.dtype,
+                            (int(self.starts[k + 1] - self.starts[k]), self.res, self.res))
             while len(self._maps) >= self.max_open: self._maps.popitem(last=False)
         self._maps[k] = m
         return m
@@ -292,6 +294,13 @@ def _plain_name(k)->bool:
     "A name that stays inside its folder: letters, digits, '_', '-', '.', not starting with a dot."
     return isinstance(k, str) and re.fullmatch(r'[A-Za-z0-9_-][A-Za-z0-9_.-]*', k) is not None
 
+def _check_shards(folder:Path, ix:dict):
+    "Every shard the index lists is there."
+    for v in ix['volumes']:
+        if not (folder/'shards'/f"{v['key']}.npy").is_file():
+            raise DataError(folder/'shards'/f"{v['key']}.npy",
+                            'shard missing; run the same mri-diffusion data command again')
+
 # %% ../nbs/11_store.ipynb #186b7e7f
 def read_index(folder)->dict:
     "Read and check a store's `index.json`: its format, its fields, and that every shard it lists is there."
@@ -312,13 +321,13 @@ def read_index(folder)->dict:
         ix['_arrays'] = _arrays(ix['volumes'])
         if len(ix['_arrays']['labels']) != sum(v['n'] for v in ix['volumes']):
             raise ValueError('labels and slice counts disagree')
+        lab, k = ix['_arrays']['labels'], len(ix['class_names'])
+        if len(lab) and not (0 <= int(lab.min()) and int(lab.max()) < k):
+            raise ValueError(f'labels: slice labels lie outside the {k} classes 0..{k - 1}')
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise DataError(f, f'damaged store index (missing or bad {error_text(e)}); '
                            'run the same mri-diffusion data command again') from None
-    for v in ix['volumes']:
-        if not (folder/'shards'/f"{v['key']}.npy").is_file():
-            raise DataError(folder/'shards'/f"{v['key']}.npy",
-                            'shard missing; run the same mri-diffusion data command again')
+    _check_shards(folder, ix)
     return ix
 
 # %% ../nbs/11_store.ipynb #a727c445

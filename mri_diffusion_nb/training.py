@@ -117,14 +117,26 @@ class TrainConfig(_TrainSetup):
         return cls(**{k: v for k, v in d.items() if k in {f.name for f in fields(cls)}})
 
 # %% ../nbs/16_training.ipynb #de0be974
+_TYPES = {'int': (int,), 'float': (int, float), 'str': (str,), 'bool': (bool,), 'list': (list,), 'dict': (dict,),
+          'tuple': (list, tuple), 'None': (type(None),)}
+
+def _type_ok(v, annotation:str)->bool:
+    "Whether a JSON value fits a field's annotation ('int', 'str|None', ...); a bool is not a number."
+    ok = tuple(t for a in str(annotation).split('|') for t in _TYPES.get(a.strip(), (object,)))
+    return isinstance(v, ok) and not (isinstance(v, bool) and bool not in ok)
+
 def read_config(path)->TrainConfig:
     "A `TrainConfig` from a `config.json`; a damaged file is a one-line `ConfigError` naming it."
     path = Path(path)
-    try: return TrainConfig.from_json(path.read_text())
+    try: cfg = TrainConfig.from_json(path.read_text())
     except FileNotFoundError: raise ConfigError(f"{path}: missing") from None
     except (OSError, UnicodeDecodeError, ValueError, TypeError) as e:
         raise ConfigError(f"{path}: not a training configuration ({str(e).splitlines()[0][:80] or type(e).__name__}); "
                           "restore it or delete it") from None
+    bad = next((f for f in fields(TrainConfig) if not _type_ok(getattr(cfg, f.name), f.type)), None)
+    if bad: raise ConfigError(f"{path}: field {bad.name!r} must be {bad.type}, got {getattr(cfg, bad.name)!r:.60}; "
+                              "restore it or delete it")
+    return cfg
 
 # %% ../nbs/16_training.ipynb #e2abb01b
 TRAIN_PRESETS = {
@@ -638,6 +650,9 @@ def _open_run(cfg:TrainConfig, n_classes:int, resume:bool, stack:ExitStack, log:
     if resume:
         path, ck = resume_checkpoint(run_dir)
         resume_config(ck['config'], cfg)  # the checkpoint agrees with the run's settings
+        if int(ck['state']['step']) > cfg.steps:
+            raise ConfigError(f"--steps {cfg.steps}: the run in {run_dir} is already at step {int(ck['state']['step'])}; "
+                              "ask for at least that many")
         if log and acc.is_main_process:
             log(f"resuming {run_dir} from {path.name} (step {int(ck['state']['step'])} of {cfg.steps})")
     tr = Trainer(cfg, acc, n_classes, ck)

@@ -266,6 +266,21 @@ def test_settings_that_shape_the_run_cannot_change_on_resume(tmp_path, base_run,
     r = cli('train', '--resume', '--out', run, opt, saved, '--steps', 6)    # the same value, or none, is fine
     assert r.returncode == 0, r.stderr
 
+@pytest.mark.parametrize('field,value', [('steps', 'abc'), ('lr', [1]), ('batch_size', 2.5), ('class_names', 3), ('augment', 1)])
+def test_mistyped_config_is_named_on_resume(tmp_path, base_run, field, value):
+    "Issue 29, kind 7: wrong types in a run's config.json are one line naming the file and the field."
+    run = _copy(base_run, tmp_path/'run')
+    cfg = json.loads((run/'config.json').read_text())
+    (run/'config.json').write_text(json.dumps({**cfg, field: value}))
+    one_line_error(cli('train', '--resume', '--out', run, '--steps', 6), str(run/'config.json'), f"field {field!r} must be")
+
+def test_resume_below_the_reached_step_is_refused(tmp_path, base_run):
+    "Kind 4: --resume --steps 2 on a run at step 4 is refused and leaves its config alone."
+    run = _copy(base_run, tmp_path/'run')
+    before = (run/'config.json').read_text()
+    one_line_error(cli('train', '--resume', '--out', run, '--steps', 2), '--steps 2', 'already at step 4')
+    assert (run/'config.json').read_text() == before
+
 def test_a_locked_run_is_refused(tmp_path, base_run):
     run = _copy(base_run, tmp_path/'run')
     with lock_held_elsewhere(run, command='a test holding the run'):
