@@ -4,19 +4,21 @@
 
 # %% ../nbs/24_adherence.ipynb #2f246f9e
 from __future__ import annotations
-import json
+import json, math
 from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .data import DataError, SliceData, augment
-from .runtime import as_device, _resize, chunks, module_device, read_module, save_module
+from .runtime import (as_device, _resize, chunks, module_device, read_module, save_module,
+                                      wilson_ci)
 from .sampling import _demo_dir
 
 # %% auto #0
 __all__ = ['SliceClassifier', 'class_adherence', 'train_classifier', 'save_classifier', 'load_classifier', 'shipped_judge',
-           'judge_for']
+           'judge_for', 'boundary_distance', 'judge_validation', 'judges_agree']
 
 # %% ../nbs/24_adherence.ipynb #2b59b2a6
 class SliceClassifier(nn.Module):
@@ -39,14 +41,23 @@ class SliceClassifier(nn.Module):
     def forward(self, x:torch.Tensor)->torch.Tensor:
         return self.body(_resize(x.float(), self.config['res'])
                          if x.shape[-1] != self.config['res'] or x.shape[-2] != self.config['res'] else x.float())
-    @torch.no_grad()
-    def predict(self, images, batch_size:int=256)->torch.Tensor:
-        "Predicted class of each image (tensor or lazy store, read in chunks onto the classifier's device), on the CPU."
-        was = self.training
-        self.eval()
-        out = torch.cat([self(x).argmax(1).cpu() for _, x in chunks(images, batch_size, module_device(self))])
-        self.train(was)
-        return out
+
+# %% ../nbs/24_adherence.ipynb #943d1eea
+@patch
+@torch.no_grad()
+def outputs(self:SliceClassifier, images, batch_size:int=256)->torch.Tensor:
+    "Raw outputs (logits, or the predicted level of a position judge) of images read in chunks, on the CPU."
+    was = self.training
+    self.eval()
+    out = torch.cat([self(x).float().cpu() for _, x in chunks(images, batch_size, module_device(self))])
+    self.train(was)
+    return out
+@patch
+def predict(self:SliceClassifier, images, batch_size:int=256)->torch.Tensor:
+    """Predicted class of each image; a position judge (one output: the level) predicts the class whose share
+    of the brain's extent holds its level."""
+    o, k = self.outputs(images, batch_size), len(self.config['class_names'])
+    return (o[:, 0]*k).floor().clamp(0, k - 1).long() if o.shape[1] == 1 else o.argmax(1)
 
 # %% ../nbs/24_adherence.ipynb #0684334c
 def class_adherence(classifier:SliceClassifier, # a trained classifier
@@ -73,7 +84,8 @@ def _classifier_step(model:SliceClassifier, opt, sched, tr, batch_size:int, use_
     i = torch.randint(len(tr), (min(batch_size, len(tr)),), generator=g)
     x, y = torch.as_tensor(tr.images[i]).float().to(dev), torch.as_tensor(tr.labels[i]).to(dev)
     if use_augment: x = augment(x, generator=g)
-    loss = F.cross_entropy(model(x), y)
+    out = model(x)
+    loss = F.mse_loss(out[:, 0], tr.level[i].float().to(dev)) if out.shape[1] == 1 else F.cross_entropy(out, y)
     opt.zero_grad()
     loss.backward()
     opt.step()
@@ -89,13 +101,15 @@ def train_classifier(data:SliceData, # real slices (in memory or a lazy store): 
                      seed:int=0, # seeds init, batches and augmentation (CPU generators: same draws on every device)
                      progress:bool=True, # show a progress bar
                      device=None, # where it trains and stays; default the CPU
+                     target:str='class', # 'class', or 'level': a position judge regressing the slice's level
                     )->SliceClassifier:
     "Train a `SliceClassifier` on the real training slices; `.info` holds its held-out accuracy and protocol."
     tr, va, dev = data.train, data.val, as_device(device, like=data.images)
     if len(tr) == 0: raise ValueError('no training slices')
+    if target == 'level' and tr.level is None: raise ValueError('a position judge needs the slices\' levels')
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = SliceClassifier(data.n_classes, width, data.res, data.class_names).to(dev)
+        model = SliceClassifier(1 if target == 'level' else data.n_classes, width, data.res, data.class_names).to(dev)
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
@@ -103,7 +117,7 @@ def train_classifier(data:SliceData, # real slices (in memory or a lazy store): 
         _classifier_step(model, opt, sched, tr, batch_size, use_augment, g, dev)
     model.info = dict(train_accuracy=class_adherence(model, tr.images, tr.labels)['accuracy'], steps=steps,
                       batch_size=batch_size, seed=seed, n_train=len(tr), n_val=len(va), augment=use_augment,
-                      res=data.res)
+                      res=data.res, target=target)
     if len(va): model.info['val_accuracy'] = class_adherence(model, va.images, va.labels)['accuracy']
     return model.eval()
 
@@ -142,3 +156,53 @@ def judge_for(real:SliceData, # the real slices samples are judged against
              )->SliceClassifier:
     "The class-adherence judge for `real`: the shipped classifier where it applies, else `train_classifier(real)`."
     return shipped_judge(real, device) or train_classifier(real, progress=progress, device=device)
+
+# %% ../nbs/24_adherence.ipynb #ce17c700
+def boundary_distance(level:torch.Tensor, # (N,) positions in the brain's extent, 0 to 1
+                      n_classes:int, # classes cut the extent into equal shares
+                     )->torch.Tensor:
+    "Distance in level from each slice to the nearest boundary between two classes (1/n, ..., (n-1)/n)."
+    b = torch.arange(1, n_classes, dtype=torch.float64)/n_classes
+    return (level.double()[:, None] - b[None]).abs().min(1).values
+
+def _ece(p:torch.Tensor, right:torch.Tensor, bins:int)->float:
+    "Expected calibration error: the bin-weighted gap between confidence and accuracy."
+    conf, e = p.max(1).values, 0.
+    for lo in torch.arange(bins)/bins:
+        m = (conf > lo) & (conf <= lo + 1/bins)
+        if m.any(): e += float(m.double().mean()*(right[m].double().mean() - conf[m].double().mean()).abs())
+    return e
+
+# %% ../nbs/24_adherence.ipynb #57e0339a
+def judge_validation(judge:SliceClassifier, # a class judge or a position judge
+                     data:SliceData, # real slices with levels; the judge is scored on their 'val' split
+                     near:float=0.02, # "at a boundary": within this share of the brain's extent of one
+                     bins:int=10, # calibration bins (class judge)
+                    )->dict:
+    """The judge on held-out real slices: accuracy with Wilson 95 % intervals, at and away from class boundaries;
+    a class judge's calibration (ECE), a position judge's error in level."""
+    va = data.val
+    out, pred = judge.outputs(va.images), judge.predict(va.images)
+    right, at = pred == va.labels, boundary_distance(va.level, data.n_classes) <= near
+    acc = lambda m: dict(accuracy=float(right[m].double().mean()) if m.any() else math.nan, n=int(m.sum()),
+                         ci95=wilson_ci(int(right[m].sum()), int(m.sum())))
+    r = dict(kind='position' if out.shape[1] == 1 else 'class', near=near, all=acc(torch.ones_like(at)),
+             at_boundary=acc(at), away=acc(~at))
+    if out.shape[1] == 1: r['level_mae'] = float((out[:, 0] - va.level).abs().mean())
+    else: r['ece'] = _ece(out.softmax(1), right, bins)
+    return r
+
+# %% ../nbs/24_adherence.ipynb #08647828
+def judges_agree(a:SliceClassifier, b:SliceClassifier, # two judges
+                 images, labels, # generated slices and their intended classes
+                )->dict:
+    "Two judges on the same images: each one's adherence (Wilson 95 %), their agreement, Cohen's kappa, and where they differ."
+    y = torch.as_tensor(labels).long()
+    pa, pb = a.predict(images), b.predict(images)
+    k = max(len(a.config['class_names']), len(b.config['class_names']))
+    po = float((pa == pb).double().mean())
+    pe = float(sum((pa == c).double().mean()*(pb == c).double().mean() for c in range(k)))
+    score = lambda p: dict(adherence=float((p == y).double().mean()), ci95=wilson_ci(int((p == y).sum()), len(y)),
+                           per_class=[float((p[y == c] == c).double().mean()) for c in range(k)])
+    return dict(n=len(y), a=score(pa), b=score(pb), agreement=po, kappa=(po - pe)/(1 - pe) if pe < 1 else math.nan,
+                differ=torch.nonzero(pa != pb).flatten().tolist(), pred_a=pa.tolist(), pred_b=pb.tolist())

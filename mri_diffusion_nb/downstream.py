@@ -19,7 +19,8 @@ from .reader_study import fake_manifest, open_real, read_slices, wilson
 
 # %% auto #0
 __all__ = ['UTILITY_FORMAT', 'stratified_subset', 'fit_classifier', 'accuracy', 'conditions', 'utility_experiment', 'summarise',
-           'equivalent_real', 'utility_markdown', 'plot_utility', 'write_utility_report']
+           'equivalent_real', 'replaced_interval', 'utility_markdown', 'plot_utility', 'utility_results',
+           'write_utility_report']
 
 # %% ../nbs/28_downstream.ipynb #ef98838a
 def stratified_subset(labels, # class of each training slice
@@ -177,6 +178,26 @@ def equivalent_real(table:list, # from `summarise`
                         overlaps_real_only=overlap if base else None))
     return out
 
+# %% ../nbs/28_downstream.ipynb #964b8ee7
+def replaced_interval(runs:list, # `utility_experiment(...)['runs']`
+                      n_classes:int, n_train:int, # as for `equivalent_real`
+                      n_boot:int=1000, seed:int=0,
+                     )->dict:
+    "condition -> 95 % percentile-bootstrap interval (over seeds) of the replaced share and of the replaced slices."
+    rng, names = np.random.default_rng(seed), list(dict.fromkeys(r['condition'] for r in runs))
+    acc = {c: np.array([r['accuracy'] for r in runs if r['condition'] == c]) for c in names}
+    first = {c: next(r for r in runs if r['condition'] == c) for c in names}
+    boots = []
+    for _ in range(n_boot):
+        t = [dict(condition=c, fraction=first[c]['fraction'], synthetic=first[c]['synthetic'], ci95=(0., 1.),
+                  mean=float(rng.choice(acc[c], len(acc[c])).mean())) for c in names]
+        boots.append({e['condition']: e['replaced_fraction'] for e in equivalent_real(t, n_classes, n_train)})
+    out = {}
+    for c in boots[0]:
+        lo, hi = np.percentile([b[c] for b in boots], [2.5, 97.5])
+        out[c] = dict(replaced_fraction=(float(lo), float(hi)), replaced_slices=(round(lo*n_train), round(hi*n_train)))
+    return out
+
 # %% ../nbs/28_downstream.ipynb #7373ff34
 def _p(v): return '–' if v != v else f'{100*v:.1f}'
 
@@ -185,6 +206,7 @@ def utility_markdown(rep:dict, # from `utility_experiment`
     "The experiment's table and protocol as Markdown."
     p, table = rep['protocol'], summarise(rep['runs'])
     eq = equivalent_real(table, len(p['class_names']), p['n_train_real'])
+    ri = replaced_interval(rep['runs'], len(p['class_names']), p['n_train_real'])
     L = ['# Downstream utility: train on synthetic, test on real', '', '## Protocol', '',
          f"- task: classify {len(p['class_names'])} classes ({', '.join(p['class_names'])}); "
          f"test: {p['n_test_real']} held-out real slices",
@@ -199,10 +221,10 @@ def utility_markdown(rep:dict, # from `utility_experiment`
           f"{_p(r['wilson95'][0])}–{_p(r['wilson95'][1])} | {', '.join(_p(a) for a in r['accuracies'])} |"
           for r in table]
     L += ['', '## Real data replaced at equal accuracy', '',
-          '| condition | equivalent real share | replaced share | replaced slices '
+          '| condition | equivalent real share | replaced share | replaced slices [95 % CI over seeds] '
           '| CI overlaps the same real share alone |', '|---|---|---|---|---|']
     L += [f"| {e['condition']} | {e['bound'] + ' ' if e['bound'] else ''}{_p(e['equivalent_fraction'])} % | "
-          f"{_p(e['replaced_fraction'])} % | {e['replaced_slices']} | "
+          f"{_p(e['replaced_fraction'])} % | {e['replaced_slices']} {list(ri[e['condition']]['replaced_slices'])} | "
           f"{'–' if e['overlaps_real_only'] is None else ('yes: within noise' if e['overlaps_real_only'] else 'no')} |"
           for e in eq]
     return '\n'.join(L + [''])
@@ -230,6 +252,12 @@ def plot_utility(rep:dict, dpi:int=100):
     return fig
 
 # %% ../nbs/28_downstream.ipynb #7dbd83a1
+def utility_results(rep:dict)->dict:
+    "The experiment with its summary: the table, the real share each mixture equals, and its interval."
+    p, table = rep['protocol'], summarise(rep['runs'])
+    return dict(rep, table=table, equivalent=equivalent_real(table, len(p['class_names']), p['n_train_real']),
+                replaced=replaced_interval(rep['runs'], len(p['class_names']), p['n_train_real']))
+
 def write_utility_report(rep:dict, out)->Path:
     "Write report.md, report.json and utility.png to `out` as one set."
     import matplotlib.pyplot as plt
@@ -237,7 +265,7 @@ def write_utility_report(rep:dict, out)->Path:
     try:
         with atomic_dir(out) as d:
             (d/'report.md').write_text(utility_markdown(rep), encoding='utf-8')
-            (d/'report.json').write_text(json.dumps(dict(rep, table=summarise(rep['runs'])), indent=1, default=float))
+            (d/'report.json').write_text(json.dumps(utility_results(rep), indent=1, default=float))
             fig.savefig(d/'utility.png', dpi=fig.dpi)
     finally: plt.close(fig)
     return out

@@ -5,16 +5,19 @@
 # %% ../nbs/23_memorization.ipynb #76733251
 from __future__ import annotations
 import math
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import stats
 from tqdm.auto import tqdm
 from .data import show_grid
-from .runtime import as_device, _resize, chunks
+from .runtime import as_device, _resize, chunks, wilson_ci
 from .paired import ms_ssim
 
 # %% auto #0
 __all__ = ['sample_pairs', 'pairwise_ms_ssim', 'diversity', 'audit_images', 'top_correlations', 'nearest_neighbours',
-           'audit_reference', 'memorization_audit', 'show_nearest']
+           'audit_reference', 'memorization_audit', 'show_nearest', 'boot_interval', 'subject_sets',
+           'subject_reference', 'subject_audit', 'membership_losses', 'membership_auc']
 
 # %% ../nbs/23_memorization.ipynb #e74ef891
 def sample_pairs(n:int, # number of images
@@ -216,3 +219,132 @@ def show_nearest(fake:torch.Tensor, # the audited samples
     titles = ([f"sample {int(i)} r={float(audit['train_corr'][i]):.3f}" for i in order]
               + [f"train {int(audit['train_idx'][i])}" for i in order])
     return show_grid(imgs, titles, ncols=len(order), **kw)
+
+# %% ../nbs/23_memorization.ipynb #f8a06ec6
+def boot_interval(values, # one value per unit (NaN dropped)
+                  groups=None, # cluster of each value (e.g. its subject): whole clusters are resampled
+                  n:int=2000, seed:int=0)->dict:
+    """Mean and a 95 % percentile-bootstrap interval. Slices of one subject are not independent: with `groups`, the
+    bootstrap resamples subjects, so the interval is as wide as the number of subjects allows."""
+    v = np.asarray(values, float)
+    g = np.arange(len(v)) if groups is None else np.asarray(groups)
+    ok = ~np.isnan(v)
+    if not ok.any(): return dict(mean=float('nan'), lo=float('nan'), hi=float('nan'), n=0, clusters=0)
+    _, inv = np.unique(g[ok], return_inverse=True)
+    sums, counts = np.bincount(inv, v[ok]), np.bincount(inv)
+    pick = np.random.default_rng(seed).integers(0, len(sums), (n, len(sums)))
+    b = sums[pick].sum(1)/counts[pick].sum(1)
+    return dict(mean=float(v[ok].mean()), lo=float(np.percentile(b, 2.5)), hi=float(np.percentile(b, 97.5)),
+                n=int(ok.sum()), clusters=len(sums))
+
+# %% ../nbs/23_memorization.ipynb #fad4414d
+def subject_sets(subjects, # subject of every real slice
+                 trained, # the subjects the model was trained on
+                 seed:int=0,
+                )->dict:
+    """Index sets into `subjects` for the audit by subject: `held_ref` and `calib`, the never-trained subjects in two
+    halves, and `train_ref`, as many trained subjects as `held_ref` has (so neither reference is bigger)."""
+    s, trained = np.asarray(subjects), set(trained)
+    rng = np.random.default_rng(seed)
+    held = [str(x) for x in rng.permutation(sorted(set(s.tolist()) - trained))]
+    tr = sorted(set(s.tolist()) & trained)
+    if len(held) < 4 or len(tr) < len(held) - len(held)//2:
+        raise ValueError(f'the audit needs at least 4 held-out subjects and as many trained ones as half of them; '
+                         f'got {len(held)} held out, {len(tr)} trained')
+    names = dict(calib=held[:len(held)//2], held_ref=held[len(held)//2:])
+    names['train_ref'] = [str(x) for x in rng.choice(tr, len(names['held_ref']), replace=False)]
+    return {k: np.flatnonzero(np.isin(s, v)) for k, v in names.items()} | {'subjects': names}
+
+# %% ../nbs/23_memorization.ipynb #bf57c5cd
+def _nearest(query, ref_vecs, max_shift:int)->torch.Tensor:
+    "Nearest-reference similarity of every query (prepared by `_prep`)."
+    return top_correlations(query, ref_vecs, max_shift)[0][:, 0].cpu().double()
+
+def _prep(x, res:int, features):
+    "Images as the audit compares them: pixels at `res` px, or `features(x)` as (N, 1, 1, D) for cosine similarity."
+    if features is None: return audit_images(x, res)
+    return torch.cat([features(b).flatten(1).float().cpu() for _, b in chunks(x, 256, 'cpu')])[:, None, None]
+
+# %% ../nbs/23_memorization.ipynb #93f54fa4
+def subject_reference(train_ref, held_ref, calib, # real slices (tensors or lazy): trained subjects, held-out subjects,
+                                                  # other held-out subjects (the real yardstick)
+                      calib_subjects, # subject of every `calib` slice (its interval resamples subjects)
+                      q:float=0.99, # the copy threshold: this quantile of `calib`'s nearest-trained similarity
+                      max_shift:int=1, res:int=64, # pixel space: Pearson at `res` px, shifts up to `max_shift`
+                      features=None, # or a function images -> (N, D): cosine similarity in that embedding
+                     )->dict:
+    "What every audit by subject against these slices shares, computed once: the references and the real yardstick."
+    ms = max_shift if features is None else 0
+    tv, hv = (_unit(_prep(r, res, features).flatten(1)) for r in (train_ref, held_ref))
+    cp = _prep(calib, res, features)
+    ct, ch = _nearest(cp, tv, ms), _nearest(cp, hv, ms)
+    rc = boot_interval((ct > ch).double().numpy(), calib_subjects)
+    return dict(space='pixels' if features is None else 'features', train=tv, held=hv, max_shift=ms, res=res,
+                features=features, q=q, threshold=float(torch.quantile(ct, q)), n_calib=len(ct),
+                calib_closer_to_trained=rc['mean'], calib_closer_to_trained_ci95=(rc['lo'], rc['hi']),
+                calib_trained=ct, calib_held=ch)
+
+# %% ../nbs/23_memorization.ipynb #66315f4b
+def subject_audit(fake, # (N, 1, H, W) generated slices
+                  ref:dict, # from `subject_reference`
+                 )->dict:
+    """Nearest trained-subject and held-out-subject slice of every sample: the share of samples above the real copy
+    threshold, and the share closer to a trained subject than to a held-out one, beside the real slices' share."""
+    p = _prep(fake, ref['res'], ref['features'])
+    gt, gh = _nearest(p, ref['train'], ref['max_shift']), _nearest(p, ref['held'], ref['max_shift'])
+    k1, k2, n = int((gt > ref['threshold']).sum()), int((gt > gh).sum()), len(gt)
+    keep = ('space', 'q', 'threshold', 'n_calib', 'calib_closer_to_trained', 'calib_closer_to_trained_ci95')
+    return dict({k: ref[k] for k in keep}, n=n, above=k1/n, above_ci95=wilson_ci(k1, n), above_expected=1 - ref['q'],
+                closer_to_trained=k2/n, closer_to_trained_ci95=wilson_ci(k2, n),
+                median=dict(fake_trained=float(gt.median()), fake_held=float(gh.median()),
+                            calib_trained=float(ref['calib_trained'].median()),
+                            calib_held=float(ref['calib_held'].median())),
+                fake_trained=gt, fake_held=gh)
+
+# %% ../nbs/23_memorization.ipynb #e2eeafd4
+@torch.no_grad()
+def membership_losses(model, # a `DiffusionModel` (chapter 18)
+                      images, # (N, 1, H, W) real slices: a tensor or a lazy store
+                      labels, # (N,) their classes
+                      timesteps=(50, 200, 500), # where the attack looks
+                      draws:int=4, # noise draws per slice and timestep (the same draws for every slice)
+                      seed:int=0, batch:int=64,
+                     )->torch.Tensor:
+    "The model's denoising loss on each slice at each timestep, averaged over `draws` noises: (N, len(timesteps))."
+    dev, sched, out = model.device, model.schedule, []
+    for s, x in chunks(images, batch, model.device):
+        y = torch.as_tensor(labels[s:s + len(x)]).long().to(dev)
+        cols = []
+        for t in timesteps:
+            g, err = torch.Generator().manual_seed(seed + int(t)), 0.
+            for _ in range(draws):
+                eps = torch.randn(x.shape[1:], generator=g).expand_as(x).to(dev)
+                tt = torch.full((len(x),), int(t), device=dev)
+                pred = model.unet(sched.q_sample(x, tt, eps), tt, class_labels=y).sample
+                err = err + ((pred.float() - sched.target(x, eps, tt).float())**2).mean((1, 2, 3))/draws
+            cols.append(err.cpu())
+        out.append(torch.stack(cols, 1))
+    return torch.cat(out)
+
+# %% ../nbs/23_memorization.ipynb #f9af1d34
+def _auc(pos:np.ndarray, neg:np.ndarray)->float:
+    "P(a positive scores above a negative), ties counted half."
+    r = stats.rankdata(np.concatenate([pos, neg]))
+    return float((r[:len(pos)].sum() - len(pos)*(len(pos) + 1)/2)/(len(pos)*len(neg)))
+
+def membership_auc(scores, # (N,) higher = "was trained on" (e.g. minus the loss)
+                   member, # (N,) True for slices of trained subjects
+                   subjects, # (N,) subject of each slice: the interval resamples subjects in each group
+                   n:int=2000, seed:int=0,
+                  )->dict:
+    "The attack's ROC AUC (0.5: it cannot tell members) with a 95 % bootstrap interval over subjects."
+    s, m, g = np.asarray(scores, float), np.asarray(member, bool), np.asarray(subjects)
+    groups = [[np.flatnonzero(g[m == k] == u) for u in np.unique(g[m == k])] for k in (True, False)]
+    vals = [s[m], s[~m]]
+    rng, boot = np.random.default_rng(seed), []
+    for _ in range(n):
+        pick = [np.concatenate([gr[i] for i in rng.integers(0, len(gr), len(gr))]) for gr in groups]
+        boot.append(_auc(vals[0][pick[0]], vals[1][pick[1]]))
+    return dict(auc=_auc(*vals), lo=float(np.percentile(boot, 2.5)), hi=float(np.percentile(boot, 97.5)),
+                n_members=int(m.sum()), n_non_members=int((~m).sum()),
+                subjects=(len(groups[0]), len(groups[1])))

@@ -4,18 +4,19 @@
 
 # %% ../nbs/01_runtime.ipynb #57ea5aa8
 from __future__ import annotations
-import json, os, socket
+import json, math, os, socket
 from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from scipy import stats
 from safetensors import safe_open
 from safetensors.torch import save_file
 from .files import DataError, atomic_path, error_text
 
 # %% auto #0
 __all__ = ['INCEPTION_FILE', 'INCEPTION_URL', 'INCEPTION_ENV', 'LPIPS_ENV', 'LPIPS_BACKBONES', 'as_device', 'module_device',
-           'chunks', 'save_module', 'read_module', 'WeightsError', 'hub_checkpoint_dir', 'resolve_weights']
+           'chunks', 'wilson_ci', 'save_module', 'read_module', 'WeightsError', 'hub_checkpoint_dir', 'resolve_weights']
 
 # %% ../nbs/01_runtime.ipynb #f530309b
 def as_device(device=None, # 'cuda', 'cuda:1', 'cpu', a torch.device, or None
@@ -56,6 +57,15 @@ def _resize(x:torch.Tensor, res:int)->torch.Tensor:
     "Bilinear, anti-aliased resize to `res` x `res` (a no-op at that size)."
     if x.shape[-1] == res and x.shape[-2] == res: return x
     return F.interpolate(x.float(), size=(res, res), mode='bilinear', antialias=True, align_corners=False).clamp(-1, 1)
+
+# %% ../nbs/01_runtime.ipynb #65f52fba
+def wilson_ci(k:int, # successes
+              n:int, # trials
+              level:float=0.95,
+             )->tuple:
+    "Wilson score interval (low, high) for the proportion k/n, from scipy's `binomtest`; (nan, nan) when n = 0."
+    if not n: return (math.nan, math.nan)
+    return tuple(float(v) for v in stats.binomtest(int(k), int(n)).proportion_ci(level, method='wilson'))
 
 # %% ../nbs/01_runtime.ipynb #22117c4c
 def save_module(net:nn.Module, # a network with `config` and `info` dicts

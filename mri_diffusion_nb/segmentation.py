@@ -16,12 +16,13 @@ from .files import DataError
 from .population import LABELS, labels_file
 from .data import FOV_MM, SLICE_MM, find_subjects, subject_slices
 from .runtime import as_device, chunks, module_device, read_module, save_module
+from .memorization import boot_interval
 from .unet import bf16_native
 
 # %% auto #0
 __all__ = ['CLASSES', 'class_map', 'labelled_slices', 'population_slices', 'Segmenter', 'seg_loss', 'train_segmenter', 'segment',
-           'class_areas', 'measure', 'dice_by_subject', 'boot_interval', 'save_segmenter', 'load_segmenter',
-           'anatomy_table', 'segmenter_path']
+           'class_areas', 'measure', 'dice_by_subject', 'save_segmenter', 'load_segmenter', 'anatomy_table',
+           'segmenter_path']
 
 # %% ../nbs/29_segmentation.ipynb #ea74bf8c
 CLASSES = ('other', 'ventricle', 'tumour')
@@ -164,22 +165,6 @@ def dice_by_subject(pred:torch.Tensor, # (N, H, W) class maps
         n = int(p.sum() + t.sum())
         out[s] = 2*int((p & t).sum())/n if n else float('nan')
     return out
-
-def boot_interval(values, # one value per unit (NaN dropped)
-                  groups=None, # cluster of each value (e.g. its subject): whole clusters are resampled
-                  n:int=2000, seed:int=0)->dict:
-    """Mean and a 95 % percentile-bootstrap interval. Slices of one subject are not independent: with `groups`, the
-    bootstrap resamples subjects, so the interval is as wide as the number of subjects allows."""
-    v = np.asarray(values, float)
-    g = np.arange(len(v)) if groups is None else np.asarray(groups)
-    ok = ~np.isnan(v)
-    if not ok.any(): return dict(mean=float('nan'), lo=float('nan'), hi=float('nan'), n=0, clusters=0)
-    _, inv = np.unique(g[ok], return_inverse=True)
-    sums, counts = np.bincount(inv, v[ok]), np.bincount(inv)
-    pick = np.random.default_rng(seed).integers(0, len(sums), (n, len(sums)))
-    b = sums[pick].sum(1)/counts[pick].sum(1)
-    return dict(mean=float(v[ok].mean()), lo=float(np.percentile(b, 2.5)), hi=float(np.percentile(b, 97.5)),
-                n=int(ok.sum()), clusters=len(sums))
 
 # %% ../nbs/29_segmentation.ipynb #af9fbaf6
 _SEG_FORMAT = 'mri_diffusion_nb.segmenter/1'

@@ -1,0 +1,62 @@
+"""Two judges on the guidance study's contested images (issue 26, chapters 24 and 26).
+
+    OMP_NUM_THREADS=2 python benchmarks/judges.py [--per-class 32]
+
+Protocol: the demo model and the built-in slices at 64 px. Judge A is the shipped class judge (the model card's
+classifier); judge B is a position judge (`train_classifier(target='level')`, 400 steps, seed 0), written to
+`mri_diffusion_nb/assets/demo/position_judge.safetensors`. Both are validated on the held-out real slices
+(`judge_validation`). Then, for every (sampler, method) below at w = 7, `--per-class` images per class are sampled
+exactly as `benchmarks/guidance_methods.py` samples them (seed 0, the same starting noise for every cell), and
+`judges_agree` scores them with both judges: adherence with Wilson 95 % intervals, agreement, Cohen's kappa, and for
+every image where the judges differ, the level judge B reads and its distance to the nearest class boundary.
+Writes `benchmarks/results/judges.json`."""
+import argparse, json, os, platform, time
+from pathlib import Path
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+ROWS = [('dpm-sde-20', 'cfg'), ('dpm-20', 'cfg'), ('dpm-20', 'apg'), ('dpm-20', 'threshold'), ('ddim-50', 'cfg')]
+
+
+def main():
+    from mri_diffusion_nb.adherence import (boundary_distance, judge_validation, judges_agree, load_classifier,
+                                            save_classifier, train_classifier)
+    from mri_diffusion_nb.data import mni152_slices
+    from mri_diffusion_nb.sampling import _demo_dir, load_model, sample
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--per-class', type=int, default=32)
+    ap.add_argument('--guidance', type=float, default=7.0)
+    a = ap.parse_args()
+    t0 = time.time()
+    ds, m = mni152_slices(64), load_model('demo')
+    judge_a = load_classifier(_demo_dir()/'classifier.safetensors')
+    judge_b = train_classifier(ds, steps=400, target='level', progress=False)
+    save_classifier(judge_b, _demo_dir()/'position_judge.safetensors')
+    res = dict(validation={'class judge (shipped)': judge_validation(judge_a, ds),
+                           'position judge': judge_validation(judge_b, ds)}, rows=[])
+    classes = torch.arange(m.n_classes).repeat_interleave(a.per_class)
+    for sampler, method in ROWS:
+        name, steps = sampler.rsplit('-', 1)
+        t1 = time.time()
+        x = sample(m, classes=classes, guidance=a.guidance, sampler=name, steps=int(steps), seed=0, batch_size=32,
+                   net_batch=32, guidance_method=method)
+        r = judges_agree(judge_a, judge_b, x, classes)
+        lv = judge_b.outputs(x)[:, 0]
+        d = boundary_distance(lv, m.n_classes)
+        r['differ_detail'] = [dict(image=i, intended=int(classes[i]), judge_a=r['pred_a'][i], judge_b=r['pred_b'][i],
+                                   level_b=float(lv[i]), boundary_distance=float(d[i])) for i in r['differ']]
+        r.update(sampler=sampler, method=method, guidance=a.guidance, seconds=time.time() - t1)
+        for k in ('pred_a', 'pred_b'): r.pop(k)
+        res['rows'].append(r)
+        print(f"{sampler} {method}: A {r['a']['adherence']:.3f} B {r['b']['adherence']:.3f} "
+              f"agree {r['agreement']:.3f} kappa {r['kappa']:.3f} ({r['seconds']:.0f} s)")
+    out = dict(protocol=__doc__.split('\n\n', 2)[2], command='python benchmarks/judges.py', per_class=a.per_class,
+               model=m.hash, torch=torch.__version__, machine=platform.machine(), cpus=os.cpu_count(),
+               threads=torch.get_num_threads(), seconds=time.time() - t0, **res)
+    (HERE/'results'/'judges.json').write_text(json.dumps(out, indent=1, default=float) + '\n')
+    print(f"wrote {HERE/'results'/'judges.json'} in {out['seconds']:.0f} s")
+
+
+if __name__ == '__main__':
+    main()
