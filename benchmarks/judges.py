@@ -9,7 +9,9 @@ classifier); judge B is a position judge (`train_classifier(target='level')`, 40
 exactly as `benchmarks/guidance_methods.py` samples them (seed 0, the same starting noise for every cell), and
 `judges_agree` scores them with both judges: adherence with Wilson 95 % intervals, agreement, Cohen's kappa, and for
 every image where the judges differ, the level judge B reads and its distance to the nearest class boundary.
-Writes `benchmarks/results/judges.json`."""
+Writes `benchmarks/results/judges.json`. With `--gallery SAMPLER:METHOD` it samples that row again (the same images)
+and writes `benchmarks/results/judges_disagreements.png`: the images where the judges differ, each with both verdicts
+and the level the position judge reads."""
 import argparse, json, os, platform, time
 from pathlib import Path
 import torch
@@ -17,6 +19,23 @@ import torch
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 ROWS = [('dpm-sde-20', 'cfg'), ('dpm-20', 'cfg'), ('dpm-20', 'apg'), ('dpm-20', 'threshold'), ('ddim-50', 'cfg')]
+
+
+def gallery(m, judge_a, judge_b, classes, row:str, w:float, k:int=16):
+    "The first `k` images of a row where the two judges differ, titled with the intended class and both verdicts."
+    from mri_diffusion_nb.data import show_grid
+    from mri_diffusion_nb.sampling import sample
+    sampler, method = row.split(':')
+    name, steps = sampler.rsplit('-', 1)
+    x = sample(m, classes=classes, guidance=w, sampler=name, steps=int(steps), seed=0, batch_size=32, net_batch=32,
+               guidance_method=method)
+    pa, pb, lv = judge_a.predict(x), judge_b.predict(x), judge_b.outputs(x)[:, 0]
+    idx = torch.nonzero(pa != pb).flatten()[:k]
+    titles = [f"asked {int(classes[i])}: A {int(pa[i])}, B {int(pb[i])} (level {float(lv[i]):.2f})" for i in idx]
+    fig = show_grid(x[idx], titles, ncols=8, size=1.6, dpi=100,
+                    suptitle=f'{sampler} {method}, w = {w:g}: where the class judge (A) and the position judge (B) differ')
+    fig.savefig(HERE/'results'/'judges_disagreements.png', dpi=100)
+    print(f"wrote {HERE/'results'/'judges_disagreements.png'} ({len(idx)} images)")
 
 
 def main():
@@ -27,7 +46,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--per-class', type=int, default=32)
     ap.add_argument('--guidance', type=float, default=7.0)
+    ap.add_argument('--gallery', help='SAMPLER:METHOD: only draw the disagreements of that row (judge B must exist)')
     a = ap.parse_args()
+    if a.gallery:
+        m, classes = load_model('demo'), torch.arange(4).repeat_interleave(a.per_class)
+        return gallery(m, load_classifier(_demo_dir()/'classifier.safetensors'),
+                       load_classifier(_demo_dir()/'position_judge.safetensors'), classes, a.gallery, a.guidance)
     t0 = time.time()
     ds, m = mni152_slices(64), load_model('demo')
     judge_a = load_classifier(_demo_dir()/'classifier.safetensors')

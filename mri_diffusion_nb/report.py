@@ -15,7 +15,7 @@ from .files import error_text
 from .files import FileError, atomic_dir
 from .runtime import WeightsError, _resize, as_device
 from .features import StandinFeatures, extract_features, feature_extractor
-from .frechet import fid_kid
+from .frechet import fd_interval, fid_kid
 from .paired import ms_ssim_scales
 from .memorization import (audit_images, audit_reference, diversity, memorization_audit, show_nearest,
                                            top_correlations)
@@ -182,8 +182,9 @@ def _distances(fe:dict, f_fake:torch.Tensor, s:dict, device)->dict:
     fp, fk = fe['net'].protocol, fid_kid(fe['ref'], f_fake, s['kid_subsets'], s['kid_subset_size'], s['seed'], device)
     proto = f"{fp['network']}; {fp['resize']}; {fk['n_real']} real ({s['reference']}) vs {fk['n_fake']} generated"
     kid_p = lambda d: f"KID polynomial kernel deg 3, {d['kid_subsets']} subsets of {d['kid_subset_size']}"
+    fi = fd_interval(fe['ref'], f_fake, seed=s['seed'])
     out = dict(fid=dict(value=fk['fid'], n_real=fk['n_real'], n_fake=fk['n_fake'], reference=s['reference'],
-                        protocol=proto),
+                        ci95=fi['ci95'], protocol=proto + f"; 95 % interval: {fi['interval']} ({fi['n_boot']} resamples)"),
                kid=dict(mean=fk['kid_mean'], std=fk['kid_std'], subsets=fk['kid_subsets'],
                         subset_size=fk['kid_subset_size'], n_real=fk['n_real'], n_fake=fk['n_fake'],
                         protocol=proto + '; ' + kid_p(fk)))
@@ -399,6 +400,8 @@ def _per_class_markdown(r:dict)->list:
     return lines
 
 # %% ../nbs/25_report.ipynb #66010f0b
+def _ci(d:dict)->str: return f" [{_fmt(d['ci95'][0])}, {_fmt(d['ci95'][1])}]" if d.get('ci95') else ''
+
 def report_markdown(report:dict)->str:
     "A report (or a list of them) as Markdown tables, each number beside its protocol."
     if isinstance(report, list): return _sweep_markdown(report)
@@ -406,11 +409,11 @@ def report_markdown(report:dict)->str:
     lines = [f"# Evaluation report{' (' + g + ')' if g else ''}", '',
              f"Feature network: **{r['protocol']['feature']['network']}**", '',
              '| metric | value | protocol |', '|---|---|---|',
-             f"| FID | {_fmt(r['fid']['value'])} | {r['fid']['protocol']} |",
+             f"| FID | {_fmt(r['fid']['value'])}{_ci(r['fid'])} | {r['fid']['protocol']} |",
              f"| KID | {_fmt(r['kid']['mean'])} ± {_fmt(r['kid']['std'])} | {r['kid']['protocol']} |"]
     for name, d in [('', r)] + ([('stand-in ', r['standin'])] if 'standin' in r else []):
         if name:
-            lines += [f"| stand-in FID | {_fmt(d['fid']['value'])} | {d['fid']['protocol']} |",
+            lines += [f"| stand-in FID | {_fmt(d['fid']['value'])}{_ci(d['fid'])} | {d['fid']['protocol']} |",
                       f"| stand-in KID | {_fmt(d['kid']['mean'])} ± {_fmt(d['kid']['std'])} | {d['kid']['protocol']} |"]
         if 'floor' in d:
             lines += [f"| {name}FID floor (real vs real) | {_fmt(d['floor']['fid'])} | {d['floor']['protocol']} |",

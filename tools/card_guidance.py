@@ -13,12 +13,24 @@ from mri_diffusion_nb.runtime import wilson_ci
 ROOT = Path(__file__).resolve().parents[1]
 HEADING = '## Guidance method'
 
+JUDGES = ROOT/'benchmarks'/'results'/'judges.json'
+
+def _second_judge(w:float)->dict:
+    "(sampler, method) -> the position judge's adherence with its interval, from `benchmarks/judges.py`, at `w`."
+    if not JUDGES.exists(): return {}
+    return {(r['sampler'], r['method']): f"{r['b']['adherence']:.1%} [{r['b']['ci95'][0]:.1%}, {r['b']['ci95'][1]:.1%}]"
+            for r in json.loads(JUDGES.read_text())['rows'] if r['guidance'] == w}
+
 def guidance_section(study:dict, w:float=7.0)->str:
     "Markdown: the recommendation, its reason, and every measured row at `w`."
     rows = [r for r in study['rows'] if r['guidance'] == w]
     best = recommend(study['rows'], w=w)
     gap = diversity_gap(best)
-    table = '\n'.join(f"| {r['sampler']} | `{r['method']}` | {r['adherence']:.1%} | " + ' / '.join(f"{v:.0%}" for v in r['per_class'])
+    second = _second_judge(w)
+    ci = lambda r: wilson_ci(round(r['adherence']*r['n']), r['n'])
+    table = '\n'.join(f"| {r['sampler']} | `{r['method']}` | {r['adherence']:.1%} [{ci(r)[0]:.1%}, {ci(r)[1]:.1%}] | "
+                      + ' / '.join(f"{v:.0%}" for v in r['per_class'])
+                      + f" | {second.get((r['sampler'], r['method'].split(':')[0]), '–')}"
                       + f" | {r['ms_ssim']:.3f} ({r['ms_ssim_real']:.3f}) | {r['fd_standin']:.3f} | {r.get('nfe', '')} | {meets_goal(r)} |" for r in rows)
     return f"""{HEADING}
 
@@ -31,8 +43,8 @@ and its verdict on the goal set for a 20-step sampler (every class within 2 poin
 
 Measured in chapter 17's study (`benchmarks/guidance_methods.py`): {study['protocol']}.
 
-| sampler | method | adherence | per class | MS-SSIM (real) | stand-in FD | NFE | goal |
-|---|---|---|---|---|---|---|---|
+| sampler | method | adherence [Wilson 95 %] | per class | position judge (chapter 24) | MS-SSIM (real) | stand-in FD | NFE | goal |
+|---|---|---|---|---|---|---|---|---|
 {table}
 
 Methods and samplers not in the table at w = {w:g} have not been measured yet; the chapter lists what is pending.
@@ -50,5 +62,10 @@ if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--study', default=ROOT/'nbs'/'guidance_study.json', type=Path)
     ap.add_argument('--card', default=ROOT/'mri_diffusion_nb'/'assets'/'demo'/'MODEL_CARD.md', type=Path)
+    ap.add_argument('--check', action='store_true', help='exit 1 if the card\'s section differs from the study')
     a = ap.parse_args()
-    print(update_card(a.card, a.study))
+    if a.check:
+        sec = guidance_section(json.loads(a.study.read_text()))
+        if HEADING + a.card.read_text().split(HEADING, 1)[-1] != sec:
+            raise SystemExit(f"{a.card}: its guidance section differs from {a.study}; run tools/card_guidance.py")
+    else: print(update_card(a.card, a.study))

@@ -45,11 +45,12 @@ def main():
     ap.add_argument('run', type=Path, nargs='?')
     ap.add_argument('--population', type=Path)
     ap.add_argument('--card-only', action='store_true', help="rewrite MODEL_CARD.md from the shipped results")
+    ap.add_argument('--check', action='store_true', help='with --card-only: exit 1 if the card differs from its sources')
     ap.add_argument('--held-out', type=int, default=40)
     ap.add_argument('--n-per-class', type=int, default=64)
     ap.add_argument('--guidance', default='0,3,7')
     a = ap.parse_args()
-    if a.card_only: return card_only()
+    if a.card_only: return card_only(a.check)
     if a.run is None or a.population is None: ap.error('RUN_DIR and --population are needed unless --card-only')
     ck = latest_checkpoint(a.run)
     if ck is None: sys.exit(f'{a.run}: no complete checkpoint')
@@ -91,13 +92,19 @@ def main():
 MEMO = ROOT/'benchmarks'/'results'/'memorization_population.json'
 
 
-def card_only():
-    "Rewrite the shipped card from its fidelity.json and the memorization benchmark's results."
+def card_only(check:bool=False):
+    "Rewrite the shipped card from its fidelity.json and the memorization benchmark's results (or check it)."
     from mri_diffusion_nb.training import TrainConfig
     r = json.loads((DEST/'evaluation'/'fidelity.json').read_text())
     cfg = TrainConfig.from_json((DEST/'config.json').read_text())
-    (DEST/'MODEL_CARD.md').write_text(card(r, cfg) + memorization_section(DEST))
-    print((DEST/'MODEL_CARD.md').read_text())
+    text = card(r, cfg) + memorization_section(DEST, copy=not check)
+    if check:
+        same = (DEST/'MODEL_CARD.md').read_text() == text and (not MEMO.exists() or MEMO.with_suffix('.png').read_bytes()
+                                                              == (DEST/'evaluation'/'memorization_gallery.png').read_bytes())
+        if not same: sys.exit(f"{DEST/'MODEL_CARD.md'}: differs from its results; run tools/ship_population.py --card-only")
+        return
+    (DEST/'MODEL_CARD.md').write_text(text)
+    print(text)
 
 
 def _ci(v:float, ci, pct:bool=True)->str:
@@ -105,12 +112,13 @@ def _ci(v:float, ci, pct:bool=True)->str:
     return f'{f(v)} [{f(ci[0])}, {f(ci[1])}]'
 
 
-def memorization_section(dest:Path)->str:
+def memorization_section(dest:Path, copy:bool=True)->str:
     "The card's memorization and membership-inference section, from the benchmark's results (gallery copied)."
     if not MEMO.exists(): return ''
     m = json.loads(MEMO.read_text())
-    (dest/'evaluation').mkdir(exist_ok=True)
-    shutil.copy(MEMO.with_suffix('.png'), dest/'evaluation'/'memorization_gallery.png')
+    if copy:
+        (dest/'evaluation').mkdir(exist_ok=True)
+        shutil.copy(MEMO.with_suffix('.png'), dest/'evaluation'/'memorization_gallery.png')
     rows = [f"| {float(w):g} | {sp} | {_ci(a['above'], a['above_ci95'])} | "
             f"{_ci(a['closer_to_trained'], a['closer_to_trained_ci95'])} | "
             f"{_ci(a['calib_closer_to_trained'], a['calib_closer_to_trained_ci95'])} |"
