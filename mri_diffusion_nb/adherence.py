@@ -196,7 +196,8 @@ def judge_validation(judge:SliceClassifier, # a class judge or a position judge
 def judges_agree(a:SliceClassifier, b:SliceClassifier, # two judges
                  images, labels, # generated slices and their intended classes
                 )->dict:
-    "Two judges on the same images: each one's adherence (Wilson 95 %), their agreement, Cohen's kappa, and where they differ."
+    """Two judges on the same images: each one's adherence (Wilson 95 %), their agreement, Cohen's kappa, and where
+    they differ."""
     y = torch.as_tensor(labels).long()
     pa, pb = a.predict(images), b.predict(images)
     k = max(len(a.config['class_names']), len(b.config['class_names']))

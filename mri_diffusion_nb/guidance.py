@@ -175,9 +175,10 @@ def meets_goal(r:dict, # a row of the study (`benchmarks/guidance_methods.py`)
 def recommend(rows:list, # the study's rows
               w:float=7.0, max_steps:int=20, # the guidance scale, the most sampler steps allowed
              )->dict:
-    """The row to use: meets the goal (then undecided), then the best worst class, then diversity nearest the real slices' (to 1 %),
-    then fewest network passes; plain CFG on a tie."""
+    """The row to use: meets the goal (then undecided), then the best worst class, then diversity nearest the real
+    slices' (to 1 %), then fewest network passes; plain CFG on a tie."""
     cand = [r for r in rows if r['guidance'] == w and int(r['sampler'].rsplit('-', 1)[1]) <= max_steps]
     if not cand: raise ValueError(f"the study has no row at w = {w:g} with at most {max_steps} steps")
-    return min(cand, key=lambda r: (('yes', 'undecided', 'no').index(meets_goal(r)), -min(r['per_class']), round(abs(diversity_gap(r)), 2),
+    return min(cand, key=lambda r: (('yes', 'undecided', 'no').index(meets_goal(r)), -min(r['per_class']),
+                                    round(abs(diversity_gap(r)), 2),
                                     r.get('nfe', 0), r['method'] != 'cfg'))

@@ -184,7 +184,8 @@ def _distances(fe:dict, f_fake:torch.Tensor, s:dict, device)->dict:
     kid_p = lambda d: f"KID polynomial kernel deg 3, {d['kid_subsets']} subsets of {d['kid_subset_size']}"
     fi = fd_interval(fe['ref'], f_fake, seed=s['seed'])
     out = dict(fid=dict(value=fk['fid'], n_real=fk['n_real'], n_fake=fk['n_fake'], reference=s['reference'],
-                        ci95=fi['ci95'], protocol=proto + f"; 95 % interval: {fi['interval']} ({fi['n_boot']} resamples)"),
+                        ci95=fi['ci95'],
+                        protocol=proto + f"; 95 % interval: {fi['interval']} ({fi['n_boot']} resamples)"),
                kid=dict(mean=fk['kid_mean'], std=fk['kid_std'], subsets=fk['kid_subsets'],
                         subset_size=fk['kid_subset_size'], n_real=fk['n_real'], n_fake=fk['n_fake'],
                         protocol=proto + '; ' + kid_p(fk)))

@@ -651,8 +651,8 @@ def _open_run(cfg:TrainConfig, n_classes:int, resume:bool, stack:ExitStack, log:
         path, ck = resume_checkpoint(run_dir)
         resume_config(ck['config'], cfg)  # the checkpoint agrees with the run's settings
         if int(ck['state']['step']) > cfg.steps:
-            raise ConfigError(f"--steps {cfg.steps}: the run in {run_dir} is already at step {int(ck['state']['step'])}; "
-                              "ask for at least that many")
+            raise ConfigError(f"--steps {cfg.steps}: the run in {run_dir} is already at step "
+                              f"{int(ck['state']['step'])}; ask for at least that many")
         if log and acc.is_main_process:
             log(f"resuming {run_dir} from {path.name} (step {int(ck['state']['step'])} of {cfg.steps})")
     tr = Trainer(cfg, acc, n_classes, ck)

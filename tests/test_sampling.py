@@ -251,7 +251,7 @@ def test_dciodvfy_finds_no_errors(run, tmp_path):
     (['--guidance', 'inf'], '--guidance must be a finite number'),
     (['--batch-size', '0'], '--batch-size must be'),
     (['--batch-size', '-1'], '--batch-size must be'),
-    (['--seed', str(2**62)], '--seed must be an integer from 0'),
+    (['--seed', str(2**62)], 'argument --seed: must be an integer from 0'),
     (['--device', 'tpu'], 'unknown device'),
 ])
 def test_bad_numbers_refused_before_anything_is_written(run, tmp_path, args, words):
