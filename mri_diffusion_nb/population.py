@@ -297,6 +297,20 @@ def _tables(out:Path, layout:str, n:int)->list:
                             [dict(subject=r['subject'], AGE=r['age'], SEX=r['sex']) for r in rows])
     return rows
 
+# %% ../nbs/02_population.ipynb #d6a81369
+def _run_jobs(jobs:list, workers:int, bar):
+    "Write every subject job, in spawned worker processes (which die with this one) when `workers` > 1."
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context('spawn'),
+                                 initializer=die_with_parent, initargs=(os.getpid(),)) as ex:
+            for f in as_completed([ex.submit(_write_job, j) for j in jobs]):
+                f.result()
+                bar.update()
+    else:
+        for j in jobs:
+            _write_job(j)
+            bar.update()
+
 # %% ../nbs/02_population.ipynb #f907b5f8
 def make_population(n:int, # subjects
                     out, # output folder
@@ -316,15 +330,5 @@ def make_population(n:int, # subjects
         todo = [i for i in range(n) if not (out/'.population'/f'{subject_id(layout, i)}.json').exists()]
         jobs = [(out, layout, seed, i, share, voxel_mm) for i in todo]
         bar = tqdm(total=n, initial=n - len(todo), disable=None if progress is None else not progress, unit='subject')
-        with bar:
-            if workers > 1 and len(jobs) > 1:
-                with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context('spawn'),
-                                         initializer=die_with_parent, initargs=(os.getpid(),)) as ex:
-                    for f in as_completed([ex.submit(_write_job, j) for j in jobs]):
-                        f.result()
-                        bar.update()
-            else:
-                for j in jobs:
-                    _write_job(j)
-                    bar.update()
+        with bar: _run_jobs(jobs, workers, bar)
         return _tables(out, layout, n)
