@@ -21,14 +21,19 @@ ROOT = HERE.parent
 ROWS = [('dpm-sde-20', 'cfg'), ('dpm-20', 'cfg'), ('dpm-20', 'apg'), ('dpm-20', 'threshold'), ('ddim-50', 'cfg')]
 
 
+def sample_row(m, classes, sampler:str, method:str, w:float):
+    "The images of one study row ('dpm-20', 'apg'), sampled as `benchmarks/guidance_methods.py` samples them."
+    from mri_diffusion_nb.sampling import sample
+    name, steps = sampler.rsplit('-', 1)
+    return sample(m, classes=classes, guidance=w, sampler=name, steps=int(steps), seed=0, batch_size=32, net_batch=32,
+                  guidance_method=method)
+
+
 def gallery(m, judge_a, judge_b, classes, row:str, w:float, k:int=16):
     "The first `k` images of a row where the two judges differ, titled with the intended class and both verdicts."
     from mri_diffusion_nb.data import show_grid
-    from mri_diffusion_nb.sampling import sample
     sampler, method = row.split(':')
-    name, steps = sampler.rsplit('-', 1)
-    x = sample(m, classes=classes, guidance=w, sampler=name, steps=int(steps), seed=0, batch_size=32, net_batch=32,
-               guidance_method=method)
+    x = sample_row(m, classes, sampler, method, w)
     pa, pb, lv = judge_a.predict(x), judge_b.predict(x), judge_b.outputs(x)[:, 0]
     idx = torch.nonzero(pa != pb).flatten()[:k]
     titles = [f"asked {int(classes[i])}: A {int(pa[i])}, B {int(pb[i])} (level {float(lv[i]):.2f})" for i in idx]
@@ -42,7 +47,7 @@ def main():
     from mri_diffusion_nb.adherence import (boundary_distance, judge_validation, judges_agree, load_classifier,
                                             save_classifier, train_classifier)
     from mri_diffusion_nb.data import mni152_slices
-    from mri_diffusion_nb.sampling import _demo_dir, load_model, sample
+    from mri_diffusion_nb.sampling import _demo_dir, load_model
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--per-class', type=int, default=32)
     ap.add_argument('--guidance', type=float, default=7.0)
@@ -61,10 +66,8 @@ def main():
                            'position judge': judge_validation(judge_b, ds)}, rows=[])
     classes = torch.arange(m.n_classes).repeat_interleave(a.per_class)
     for sampler, method in ROWS:
-        name, steps = sampler.rsplit('-', 1)
         t1 = time.time()
-        x = sample(m, classes=classes, guidance=a.guidance, sampler=name, steps=int(steps), seed=0, batch_size=32,
-                   net_batch=32, guidance_method=method)
+        x = sample_row(m, classes, sampler, method, a.guidance)
         r = judges_agree(judge_a, judge_b, x, classes)
         lv = judge_b.outputs(x)[:, 0]
         d = boundary_distance(lv, m.n_classes)

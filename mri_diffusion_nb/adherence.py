@@ -13,7 +13,7 @@ from fastcore.basics import patch
 from tqdm.auto import tqdm
 from .data import DataError, SliceData, augment
 from .runtime import (as_device, _resize, chunks, module_device, read_module, save_module,
-                                      wilson_ci)
+                                      cohen_kappa, wilson_ci)
 from .sampling import _demo_dir
 
 # %% auto #0
@@ -201,9 +201,8 @@ def judges_agree(a:SliceClassifier, b:SliceClassifier, # two judges
     y = torch.as_tensor(labels).long()
     pa, pb = a.predict(images), b.predict(images)
     k = max(len(a.config['class_names']), len(b.config['class_names']))
-    po = float((pa == pb).double().mean())
-    pe = float(sum((pa == c).double().mean()*(pb == c).double().mean() for c in range(k)))
     score = lambda p: dict(adherence=float((p == y).double().mean()), ci95=wilson_ci(int((p == y).sum()), len(y)),
                            per_class=[float((p[y == c] == c).double().mean()) for c in range(k)])
-    return dict(n=len(y), a=score(pa), b=score(pb), agreement=po, kappa=(po - pe)/(1 - pe) if pe < 1 else math.nan,
+    return dict(n=len(y), a=score(pa), b=score(pb), agreement=float((pa == pb).double().mean()),
+                kappa=cohen_kappa(pa.numpy(), pb.numpy()),
                 differ=torch.nonzero(pa != pb).flatten().tolist(), pred_a=pa.tolist(), pred_b=pb.tolist())

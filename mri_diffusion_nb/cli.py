@@ -561,7 +561,7 @@ def _reader_study_parser(sub):
 
 # %% ../nbs/30_cli.ipynb #444183e9
 def cmd_utility(a)->int:
-    from mri_diffusion_nb.downstream import utility_experiment, utility_markdown, write_utility_report
+    from mri_diffusion_nb.downstream import utility_experiment, utility_markdown, utility_results, write_utility_report
     try: fr = tuple(float(f) for f in a.fractions.split(',') if f.strip())
     except ValueError: raise UsageError(f"--fractions must be comma-separated numbers, got {a.fractions!r}") from None
     if not fr or not all(0 < f < 1 for f in fr):
@@ -573,8 +573,8 @@ def cmd_utility(a)->int:
     as_device(a.device)  # a bad --device is one line through main's ValueError handler
     out = Path(a.out)
     if out.exists() and not out.is_dir(): raise UsageError(f"{out}: is a file, --out needs a folder")
-    rep = utility_experiment(a.real, a.fake, fractions=fr, seeds=tuple(range(a.seed, a.seed + a.seeds)), steps=a.steps,
-                             res=a.res, device=a.device, progress=None)
+    rep = utility_results(utility_experiment(a.real, a.fake, fractions=fr, seeds=tuple(range(a.seed, a.seed + a.seeds)),
+                                             steps=a.steps, res=a.res, device=a.device, progress=None))
     write_utility_report(rep, out)
     print('\n'.join(l for l in utility_markdown(rep).splitlines()
                     if l.startswith('| ') and not l.startswith('| condition | equivalent')))

@@ -201,12 +201,11 @@ def replaced_interval(runs:list, # `utility_experiment(...)['runs']`
 # %% ../nbs/28_downstream.ipynb #7373ff34
 def _p(v): return '–' if v != v else f'{100*v:.1f}'
 
-def utility_markdown(rep:dict, # from `utility_experiment`
+def utility_markdown(rep:dict, # from `utility_experiment` (or `utility_results`)
                     )->str:
     "The experiment's table and protocol as Markdown."
-    p, table = rep['protocol'], summarise(rep['runs'])
-    eq = equivalent_real(table, len(p['class_names']), p['n_train_real'])
-    ri = replaced_interval(rep['runs'], len(p['class_names']), p['n_train_real'])
+    r = utility_results(rep)
+    p, table, eq, ri = r['protocol'], r['table'], r['equivalent'], r['replaced']
     L = ['# Downstream utility: train on synthetic, test on real', '', '## Protocol', '',
          f"- task: classify {len(p['class_names'])} classes ({', '.join(p['class_names'])}); "
          f"test: {p['n_test_real']} held-out real slices",
@@ -253,7 +252,8 @@ def plot_utility(rep:dict, dpi:int=100):
 
 # %% ../nbs/28_downstream.ipynb #7dbd83a1
 def utility_results(rep:dict)->dict:
-    "The experiment with its summary: the table, the real share each mixture equals, and its interval."
+    "The experiment with its summary: the table, the real share each mixture equals, and its interval (computed once)."
+    if 'replaced' in rep: return rep
     p, table = rep['protocol'], summarise(rep['runs'])
     return dict(rep, table=table, equivalent=equivalent_real(table, len(p['class_names']), p['n_train_real']),
                 replaced=replaced_interval(rep['runs'], len(p['class_names']), p['n_train_real']))
@@ -261,11 +261,11 @@ def utility_results(rep:dict)->dict:
 def write_utility_report(rep:dict, out)->Path:
     "Write report.md, report.json and utility.png to `out` as one set."
     import matplotlib.pyplot as plt
-    out, fig = Path(out), plot_utility(rep)
+    out, fig, rep = Path(out), plot_utility(rep), utility_results(rep)
     try:
         with atomic_dir(out) as d:
             (d/'report.md').write_text(utility_markdown(rep), encoding='utf-8')
-            (d/'report.json').write_text(json.dumps(utility_results(rep), indent=1, default=float))
+            (d/'report.json').write_text(json.dumps(rep, indent=1, default=float))
             fig.savefig(d/'utility.png', dpi=fig.dpi)
     finally: plt.close(fig)
     return out

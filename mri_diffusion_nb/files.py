@@ -160,10 +160,11 @@ def atomic_dir(path, # the folder to (re)write as a set
 try: import fcntl
 except ImportError: fcntl = None  # Windows: no locking
 
-def _flock(fd:int, wait:bool=False)->bool:
-    "The one locking primitive: an exclusive `flock` on an open file; False when another process holds it."
+def _flock(fd:int, wait:bool=False, shared:bool=False)->bool:
+    """The one locking primitive: an exclusive (or, for readers, shared) `flock` on an open file; False when another
+    process holds a lock that excludes it."""
     if fcntl is None: return True  # no locks on this platform: every writer proceeds
-    try: fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    try: fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
     except OSError: return False
     return True
 
@@ -189,10 +190,8 @@ def read_lock(folder, # a folder another command writes under `output_lock` (a s
         yield folder  # a read-only folder: nobody can rebuild it here either
         return
     try:
-        if fcntl is not None:
-            try: fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError:
-                raise FileError(folder, f'being written ({_holder(folder/".lock")}); wait for it to finish') from None
+        if not _flock(fd, shared=True):
+            raise FileError(folder, f'being written ({_holder(folder/".lock")}); wait for it to finish')
         yield folder
     finally: os.close(fd)
 

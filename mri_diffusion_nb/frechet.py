@@ -25,8 +25,11 @@ def frechet_distance(mu1:torch.Tensor, # mean of the first Gaussian (d,)
                     )->float:
     "Squared Fréchet distance between N(mu1, s1) and N(mu2, s2), in float64."
     mu1, s1, mu2, s2 = (torch.as_tensor(t, dtype=torch.float64) for t in (mu1, s1, mu2, s2))
-    r = _sqrtm_psd(s1)
-    tr_sqrt = torch.linalg.eigvalsh(r @ s2 @ r).clamp(min=0).sqrt().sum()
+    return _fd_given_root(mu1, s1, _sqrtm_psd(s1), mu2, s2)
+
+def _fd_given_root(mu1, s1, r1, mu2, s2)->float:
+    "The distance with the first covariance's square root `r1` already computed (tr √(s1 s2) = Σ √eig(r1 s2 r1))."
+    tr_sqrt = torch.linalg.eigvalsh(r1 @ s2 @ r1).clamp(min=0).sqrt().sum()
     return float((mu1 - mu2).square().sum() + s1.trace() + s2.trace() - 2*tr_sqrt)
 
 def gaussian_stats(feats:torch.Tensor)->tuple:
@@ -79,12 +82,9 @@ def fd_interval(real_feats:torch.Tensor, # features of the real reference (N, d)
                 seed:int=0,
                )->dict:
     "The Fréchet distance and a 95 % percentile-bootstrap interval over the generated images (real set fixed)."
-    mu_r, s_r = gaussian_stats(real_feats)
-    r = _sqrtm_psd(s_r)
-    def fd(f:torch.Tensor)->float:
-        mu, s = gaussian_stats(f)
-        tr = torch.linalg.eigvalsh(r @ s @ r).clamp(min=0).sqrt().sum()
-        return float((mu_r - mu).square().sum() + s_r.trace() + s.trace() - 2*tr)
+    mu_r, s_r = gaussian_stats(real_feats.double().cpu())  # both sides on the CPU, whatever device extracted them
+    r = _sqrtm_psd(s_r)  # once: only the generated side is resampled
+    fd = lambda f: _fd_given_root(mu_r, s_r, r, *gaussian_stats(f))
     g, f = torch.Generator().manual_seed(seed), fake_feats.double().cpu()
     boots = torch.tensor([fd(f[torch.randint(len(f), (len(f),), generator=g)]) for _ in range(n_boot)],
                          dtype=torch.float64)

@@ -8,10 +8,9 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import stats
 from tqdm.auto import tqdm
 from .data import show_grid
-from .runtime import as_device, _resize, chunks, wilson_ci
+from .runtime import as_device, _resize, chunks, roc_auc, wilson_ci
 from .paired import ms_ssim
 
 # %% auto #0
@@ -316,10 +315,9 @@ def membership_losses(model, # a `DiffusionModel` (chapter 18)
         y = torch.as_tensor(labels[s:s + len(x)]).long().to(dev)
         cols = []
         for t in timesteps:
-            g, err = torch.Generator().manual_seed(seed + int(t)), 0.
+            g, err, tt = torch.Generator().manual_seed(seed + int(t)), 0., torch.full((len(x),), int(t), device=dev)
             for _ in range(draws):
                 eps = torch.randn(x.shape[1:], generator=g).expand_as(x).to(dev)
-                tt = torch.full((len(x),), int(t), device=dev)
                 pred = model.unet(sched.q_sample(x, tt, eps), tt, class_labels=y).sample
                 err = err + ((pred.float() - sched.target(x, eps, tt).float())**2).mean((1, 2, 3))/draws
             cols.append(err.cpu())
@@ -327,11 +325,6 @@ def membership_losses(model, # a `DiffusionModel` (chapter 18)
     return torch.cat(out)
 
 # %% ../nbs/23_memorization.ipynb #f9af1d34
-def _auc(pos:np.ndarray, neg:np.ndarray)->float:
-    "P(a positive scores above a negative), ties counted half."
-    r = stats.rankdata(np.concatenate([pos, neg]))
-    return float((r[:len(pos)].sum() - len(pos)*(len(pos) + 1)/2)/(len(pos)*len(neg)))
-
 def membership_auc(scores, # (N,) higher = "was trained on" (e.g. minus the loss)
                    member, # (N,) True for slices of trained subjects
                    subjects, # (N,) subject of each slice: the interval resamples subjects in each group
@@ -341,6 +334,7 @@ def membership_auc(scores, # (N,) higher = "was trained on" (e.g. minus the loss
     s, m, g = np.asarray(scores, float), np.asarray(member, bool), np.asarray(subjects)
     groups = [[np.flatnonzero(g[m == k] == u) for u in np.unique(g[m == k])] for k in (True, False)]
     vals = [s[m], s[~m]]
+    _auc = lambda pos, neg: roc_auc(np.r_[pos, neg], np.r_[np.ones(len(pos), bool), np.zeros(len(neg), bool)])
     rng, boot = np.random.default_rng(seed), []
     for _ in range(n):
         pick = [np.concatenate([gr[i] for i in rng.integers(0, len(gr), len(gr))]) for gr in groups]

@@ -18,13 +18,13 @@ from .store import open_data
 from .files import DataError, FileError, atomic_dir, atomic_path, error_text
 from .generate import read_manifest
 from .report import read_png
+from .runtime import cohen_kappa, roc_auc
 
 # %% auto #0
 __all__ = ['TELL_FEATURES', 'ANSWERS_FORMAT', 'KEY_FORMAT', 'SCORE_FORMAT', 'pick_balanced', 'open_real', 'read_slices',
            'fake_manifest', 'study_png', 'png_chunks', 'head_mask', 'same_look', 'image_stats', 'cv_scores', 'auc_ci',
-           'tell_check', 'key_path_for', 'study_page', 'make_study', 'wilson', 'roc_auc', 'roc_curve', 'cohen_kappa',
-           'fleiss_kappa', 'load_key', 'load_answers', 'score_study', 'score_markdown', 'plot_scores',
-           'write_score_report', 'mini_study']
+           'tell_check', 'key_path_for', 'study_page', 'make_study', 'wilson', 'roc_curve', 'fleiss_kappa', 'load_key',
+           'load_answers', 'score_study', 'score_markdown', 'plot_scores', 'write_score_report', 'mini_study']
 
 # %% ../nbs/27_reader_study.ipynb #459dc0ff
 def pick_balanced(real_labels, # class of each real slice (N_r,)
@@ -349,16 +349,6 @@ def wilson(k:int, # successes
     return ((mid - half)/(1 + z*z/n), (mid + half)/(1 + z*z/n))
 
 # %% ../nbs/27_reader_study.ipynb #07dd9ca6
-def roc_auc(scores, # higher = more likely synthetic
-            positive, # True for synthetic images
-           )->float:
-    "Area under the ROC curve: P(score of a positive > score of a negative), ties counted half (Mann-Whitney)."
-    s, y = np.asarray(scores, dtype=float), np.asarray(positive, dtype=bool)
-    n1, n0 = int(y.sum()), int((~y).sum())
-    if not n1 or not n0: return float('nan')
-    r = stats.rankdata(s)
-    return float((r[y].sum() - n1*(n1 + 1)/2)/(n1*n0))
-
 def roc_curve(scores, positive)->tuple:
     "(false-positive rates, true-positive rates) at every threshold, from (0, 0) to (1, 1)."
     s, y = np.asarray(scores, dtype=float), np.asarray(positive, dtype=bool)
@@ -368,14 +358,6 @@ def roc_curve(scores, positive)->tuple:
     return np.array(fpr), np.array(tpr)
 
 # %% ../nbs/27_reader_study.ipynb #c38e4fda
-def cohen_kappa(a, b)->float:
-    "Cohen's kappa of two readers' categorical answers on the same items."
-    a, b = np.asarray(a), np.asarray(b)
-    cats = np.unique(np.concatenate([a, b]))
-    po = float((a == b).mean())
-    pe = float(sum((a == c).mean()*(b == c).mean() for c in cats))
-    return float('nan') if pe == 1 else (po - pe)/(1 - pe)
-
 def fleiss_kappa(table, # (items, categories): how many readers put each item in each category
                 )->float:
     "Fleiss' kappa for a fixed number of readers per item."

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import json, math, os, socket
 from pathlib import Path
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -16,7 +17,8 @@ from .files import DataError, atomic_path, error_text
 
 # %% auto #0
 __all__ = ['INCEPTION_FILE', 'INCEPTION_URL', 'INCEPTION_ENV', 'LPIPS_ENV', 'LPIPS_BACKBONES', 'as_device', 'module_device',
-           'chunks', 'wilson_ci', 'save_module', 'read_module', 'WeightsError', 'hub_checkpoint_dir', 'resolve_weights']
+           'chunks', 'wilson_ci', 'roc_auc', 'cohen_kappa', 'save_module', 'read_module', 'WeightsError',
+           'hub_checkpoint_dir', 'resolve_weights']
 
 # %% ../nbs/01_runtime.ipynb #f530309b
 def as_device(device=None, # 'cuda', 'cuda:1', 'cpu', a torch.device, or None
@@ -66,6 +68,25 @@ def wilson_ci(k:int, # successes
     "Wilson score interval (low, high) for the proportion k/n, from scipy's `binomtest`; (nan, nan) when n = 0."
     if not n: return (math.nan, math.nan)
     return tuple(float(v) for v in stats.binomtest(int(k), int(n)).proportion_ci(level, method='wilson'))
+
+# %% ../nbs/01_runtime.ipynb #fe45c563
+def roc_auc(scores, # higher = more likely positive
+            positive, # True for the positives
+           )->float:
+    "Area under the ROC curve: P(score of a positive > score of a negative), ties counted half (Mann-Whitney)."
+    s, y = np.asarray(scores, dtype=float), np.asarray(positive, dtype=bool)
+    n1, n0 = int(y.sum()), int((~y).sum())
+    if not n1 or not n0: return float('nan')
+    r = stats.rankdata(s)
+    return float((r[y].sum() - n1*(n1 + 1)/2)/(n1*n0))
+
+def cohen_kappa(a, b)->float:
+    "Cohen's kappa of two readers' categorical answers on the same items."
+    a, b = np.asarray(a), np.asarray(b)
+    cats = np.unique(np.concatenate([a, b]))
+    po = float((a == b).mean())
+    pe = float(sum((a == c).mean()*(b == c).mean() for c in cats))
+    return float('nan') if pe == 1 else (po - pe)/(1 - pe)
 
 # %% ../nbs/01_runtime.ipynb #22117c4c
 def save_module(net:nn.Module, # a network with `config` and `info` dicts
